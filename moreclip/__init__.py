@@ -1,0 +1,37 @@
+"""moreclip: multi-modal contrastive pre-training on chest X-rays, 12-lead ECGs and their reports (MoRE).
+
+The public API is re-exported here and resolved lazily, so ``import moreclip`` stays cheap (no torch
+import) until a model-related name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "Config": "moreclip.config",
+    "load_config": "moreclip.config",
+    "Manifest": "moreclip.data.manifest",
+    "read_manifest": "moreclip.data.manifest",
+    "write_manifest": "moreclip.data.manifest",
+    "validate_manifest": "moreclip.data.validate",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'moreclip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -94,6 +94,22 @@ class ModelConfig:
 
 # ------------------------------------------------------------------------------------------ data
 @dataclass
+class AugmentConfig:
+    """Train-time augmentations (moreclip/data/augment.py); all are off at eval."""
+
+    ecg_crop: float = 0.9  # random time window of >= this fraction, resized back to T (1: off)
+    ecg_scale: tuple[float, float] = (0.8, 1.2)  # amplitude factor per sample, after normalisation
+    ecg_noise: float = 0.05  # std of added Gaussian noise, in normalised units (0: off)
+    ecg_lead_dropout: float = 0.1  # probability of zeroing each lead (never all 12)
+    xray_crop: float = 0.8  # random resized crop of >= this area fraction (1: off)
+    xray_ratio: tuple[float, float] = (0.9, 1.1)  # aspect ratio range of that crop
+    xray_brightness: float = 0.1  # additive shift in [-b, b] of [0, 1] grey values
+    xray_contrast: float = 0.1  # contrast factor in [1 - c, 1 + c] around the image mean
+    text_shuffle: float = 0.5  # probability of shuffling the sentences within each report section
+    text_drop: float = 0.1  # probability of dropping each sentence (a section keeps at least one)
+
+
+@dataclass
 class DataConfig:
     manifest: str | None = None  # manifest.parquet (raw files) ...
     cache: str | None = None  # ... or a cache directory written by `moreclip prepare` (faster)
@@ -103,10 +119,15 @@ class DataConfig:
     ecg_bandpass: bool = False  # 0.5-100 Hz band-pass (raw-file path; the cache bakes in its choice)
     ecg_baseline: Literal["none", "median"] = "median"  # MoRE: median-filter baseline removal
     ecg_norm: Literal["zscore", "minmax", "none"] = "zscore"  # per lead; minmax: MoRE's [-1, 1]
+    ecg_nan_max: float = 0.05  # fraction of NaN samples above which an ECG is bad (below: NaN -> 0, reported)
+    xray_fit: Literal["pad", "crop", "stretch"] = "pad"  # keep aspect and pad, centre crop, or stretch (MoRE)
     clahe: bool = False  # CLAHE contrast equalisation of radiographs (MoRE)
+    clahe_clip: float = 2.0  # CLAHE clip limit (OpenCV's definition)
+    clahe_tiles: int = 8  # CLAHE tile grid (tiles x tiles)
     xray_mean: float = 0.499  # MoRE's normalisation of [0, 1] grey values
     xray_std: float = 0.293
     augment: bool = True  # train-time augmentation (off at eval regardless)
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
     batch_size: int = 64
     num_workers: int = 2
     report_sep: str = " "  # joins the X-ray and ECG reports for the report-anchored preset

@@ -19,6 +19,7 @@ from moreclip.errors import MoreclipError
 # name -> (module, one-line purpose); the order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("moreclip.commands.validate", "check every row and file of a manifest"),
+    "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
 }
 
 

@@ -18,6 +18,7 @@ from moreclip.errors import MoreclipError
 
 # name -> (module, one-line purpose); the order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("moreclip.commands.ingest", "turn MIMIC / PTB-XL / CheXpert / edema data as shipped into a manifest"),
     "validate": ("moreclip.commands.validate", "check every row and file of a manifest"),
     "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
 }

@@ -262,7 +262,7 @@ def prepare_cache(
         out: the cache directory (created).
         options: preprocessing; default :meth:`PreprocessOptions.from_config` of the default DataConfig.
         workers: processes; 1 runs in this process.
-        shard_size: rows per shard (the unit of resumption).
+        shard_size: rows per shard (the unit of resumption; a resumed run keeps the first run's).
         strict: abort on the first bad record instead of reporting and skipping it.
         overwrite: rebuild a cache that was prepared with other options or from another manifest.
         progress: show a tqdm bar.
@@ -311,7 +311,7 @@ def prepare_cache(
                 return PrepareResult(
                     out, n, dict(meta["counts"]), problems, meta["n_shards"], meta["n_shards"], True
                 )
-        if meta is None or meta.get("shard_size") != shard_size:
+        if meta is None:
             meta = _new_meta(m, opts, source, shard_size)
             shutil.rmtree(out / C.SHARD_DIR, ignore_errors=True)
             C.write_json(out / C.META_FILE, meta)

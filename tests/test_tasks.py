@@ -275,3 +275,18 @@ def test_zero_shot_scores_without_negatives_and_multiclass_are_softmaxes():
         assert np.array_equal(s.argmax(1), (q @ centres.T).argmax(1))
     with pytest.raises(ValueError, match="prompts"):
         zero_shot_scores(q, bank, t[:-1])
+
+
+def test_built_in_tasks_read_the_columns_the_data_adapters_write():
+    from moreclip.data import chexpert, edema, ptbxl, synthetic
+
+    assert load_task("chexpert14").columns == [
+        chexpert.chexpert_column(o) for o in chexpert.CHEXPERT_OBSERVATIONS
+    ]
+    assert load_task("chexpert5").names == list(chexpert.COMPETITION_TASKS)
+    assert load_task("edema-severity").column == edema.LABEL_COLUMN
+    assert load_task("ptbxl-super").columns == [ptbxl.SUPER_PREFIX + s for s in ptbxl.SUPERCLASSES]
+    assert load_task("ptbxl-all").labels_from.prefix == ptbxl.CODE_PREFIX
+    for name in ("synthetic-xray", "synthetic-ecg", "synthetic-edema"):
+        for column in load_task(name).columns:
+            assert column.removeprefix("synthetic/") in synthetic.LABELS, column

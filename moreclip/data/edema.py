@@ -144,7 +144,9 @@ def ingest_edema(
     found = y.index.isin(images[key])
     if (~found).any():
         report.add(
-            f"{key} has no usable image in MIMIC-CXR-JPG (see problems above, views {views})",
+            "dicom_id not in the MIMIC-CXR-JPG metadata, or its image is missing"
+            if key == "dicom_id"
+            else f"study has no image in views {','.join(views or ['any'])} in MIMIC-CXR-JPG (or it is missing)",
             files=[labels] * int((~found).sum()),
             ids=y.index[~found],
         )

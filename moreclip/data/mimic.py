@@ -81,14 +81,26 @@ def parse_window(window: str | pd.Timedelta) -> pd.Timedelta:
 
 # ------------------------------------------------------------------------------------------------ ECGs
 def join_statements(table: pd.DataFrame) -> pd.Series:
-    """The ``report_0 ... report_N`` statements of each row, in order, as one text (NaN when none)."""
+    """The ``report_0 ... report_N`` statements of each row, in order, each ended with a full stop (unless
+    it ends with ``.``, ``!`` or ``?``), joined by spaces; NaN when a row has none (vectorised, pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from moreclip.data.tables import from_arrow, strip_text
+
     cols = sorted((c for c in table.columns if re.fullmatch(r"report_\d+", c)), key=lambda c: int(c[7:]))
-    out = pd.Series("", index=table.index, dtype=object)
+    if not cols:
+        return pd.Series(np.nan, index=table.index, dtype=object)
+    parts = []
     for c in cols:
-        s = table[c].fillna("").astype(str).str.strip()
-        s = s.where(s.eq("") | s.str.contains(r"[.!?]$", regex=True), s + ".")
-        out = out + np.where(out.ne("") & s.ne(""), " ", "") + s
-    return out.where(out.ne(""), np.nan)
+        a = pa.array(strip_text(table[c]).to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        ended = pc.match_substring_regex(a, r"[.!?]$")
+        part = pc.if_else(ended, a, pc.binary_join_element_wise(a, pa.scalar("."), ""))
+        parts.append(pc.fill_null(part, ""))
+    # (join with null_handling="skip" drops all-null rows in some pyarrow versions: join "" and squeeze)
+    joined = pc.binary_join_element_wise(*parts, " ")
+    joined = pc.utf8_trim_whitespace(pc.replace_substring_regex(joined, pattern=r"\s{2,}", replacement=" "))
+    return from_arrow(joined, table.index)
 
 
 def load_ecg_records(

@@ -90,7 +90,7 @@ def read_table(
     df.columns = [str(c).strip() for c in df.columns]
     for c in df.columns:
         if df[c].dtype == object:
-            df[c] = df[c].str.strip().replace("", np.nan)
+            df[c] = strip_text(df[c])
     for c in numeric:
         values = pd.to_numeric(df[c], errors="coerce")
         bad = values.isna() & df[c].notna()
@@ -101,12 +101,39 @@ def read_table(
     return df
 
 
+def _to_arrow(values: pd.Series):
+    import pyarrow as pa
+
+    v = values.to_numpy(dtype=object)
+    if any(not isinstance(x, str) for x in v[pd.notna(v)][:1000]):  # ids read as numbers by a caller
+        v = np.array([None if pd.isna(x) else str(x) for x in v], dtype=object)
+    return pa.array(v, type=pa.string(), from_pandas=True)
+
+
+def from_arrow(arr, index: pd.Index) -> pd.Series:
+    import pyarrow.compute as pc
+
+    arr = pc.if_else(pc.equal(arr, ""), None, arr)
+    v = arr.to_numpy(zero_copy_only=False)
+    if len(v) != len(index):  # pragma: no cover - guards against pyarrow kernels dropping rows
+        raise RuntimeError(f"internal error: text column of {len(v)} values for {len(index)} rows")
+    return pd.Series(np.where(pd.isna(v), np.nan, v), index=index, dtype=object)
+
+
+def strip_text(values: pd.Series) -> pd.Series:
+    """Text stripped of surrounding whitespace; blank -> NaN (vectorised with pyarrow)."""
+    import pyarrow.compute as pc
+
+    return from_arrow(pc.utf8_trim_whitespace(_to_arrow(values)), values.index)
+
+
 def clean_ids(values: pd.Series) -> pd.Series:
     """Ids as canonical strings: stripped, a float-ified ``'15709.0'`` becomes ``'15709'``; blank -> NaN."""
-    s = values.astype(object).where(values.notna(), None)
-    s = pd.Series([None if v is None else str(v).strip() for v in s], index=values.index, dtype=object)
-    s = s.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
-    return s.where(s.notna() & s.ne(""), np.nan)
+    import pyarrow.compute as pc
+
+    arr = pc.utf8_trim_whitespace(_to_arrow(values))
+    arr = pc.replace_substring_regex(arr, pattern=r"^(\d+)\.0+$", replacement=r"\1")
+    return from_arrow(arr, values.index)
 
 
 # ------------------------------------------------------------------------------------------- splits
@@ -233,13 +260,19 @@ class IngestReport:
         if self.issues:
             lines.append(f"  problems ({self.n_skipped} rows skipped):")
             for (reason, skipped), n in self.by_reason().most_common():
-                action = "skipped" if skipped else "kept without it"
-                examples = [
-                    i.file or i.id for i in self.issues if i.reason == reason and i.skipped == skipped
-                ]
-                shown = ", ".join(str(e) for e in examples[:_MAX_EXAMPLES] if e)
-                more = f", ... (+{n - _MAX_EXAMPLES})" if n > _MAX_EXAMPLES else ""
-                lines.append(f"    {n:>7} {action}: {reason}" + (f" [{shown}{more}]" if shown else ""))
+                group = [i for i in self.issues if i.reason == reason and i.skipped == skipped]
+                files = list(dict.fromkeys(i.file for i in group if i.file))
+                ids = [i.id for i in group if i.id]
+                if len(files) <= 1 and ids and not all(i.id in (i.file or "") for i in group):
+                    # problems inside one table: name the table once, then the ids
+                    shown = (f"{files[0]}: " if files else "") + ", ".join(ids[:_MAX_EXAMPLES])
+                    extra = len(ids) - _MAX_EXAMPLES
+                else:
+                    shown = ", ".join(files[:_MAX_EXAMPLES])
+                    extra = len(files) - _MAX_EXAMPLES
+                shown += f", ... (+{extra})" if extra > 0 else ""
+                action = "skipped" if skipped else "kept"
+                lines.append(f"    {n:>7} {action}: {reason}" + (f" [{shown}]" if shown else ""))
         else:
             lines.append("  problems: none")
         lines += [f"  note: {n}" for n in self.notes]

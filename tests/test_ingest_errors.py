@@ -154,3 +154,25 @@ def test_missing_tables_and_roots_are_clear(tmp_path, capsys):
         rc == 2
         and "MIMIC-CXR-JPG metadata CSV not found (looked for mimic-cxr-2.0.0-metadata.csv[.gz]" in err
     )
+
+
+def test_wrong_root_is_one_clear_error_not_every_row_skipped(tmp_path, capsys):
+    make_mimic_cxr(tmp_path / "cxr", STUDIES[:2])
+    make_mimic_ecg(tmp_path / "ecg", ECGS[:2])
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    (elsewhere / "record_list.csv").write_bytes((tmp_path / "ecg" / "record_list.csv").read_bytes())
+    rc = main(
+        [
+            "ingest",
+            "mimic",
+            "--cxr-root",
+            str(tmp_path / "cxr"),
+            "--ecg-root",
+            str(elsewhere),
+            "--out",
+            str(tmp_path / "m.parquet"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "none of the 2 files named by the tables exists" in err and "--ecg-root" in err

@@ -188,7 +188,7 @@ def ingest_chexpert(
     base, strip = resolve_image_base(t["Path"], root, csv_dir)
     rel = t["Path"].map(_strip_first) if strip else t["Path"]
     if check_files:
-        ok = files_exist(base, rel.tolist(), progress=progress, desc="check images")
+        ok = files_exist(base, rel.tolist(), progress=progress, desc="check images", root_flag="--root")
         if (~ok).any():
             report.add(
                 "image file not found", files=[str(base / r) for r in rel[~ok]], ids=t.loc[~ok, "Path"]

@@ -125,7 +125,14 @@ def load_ecg_records(
     rel = rl["path"].map(lambda p: record_path(p.replace("\\", "/")).lstrip("/"))
     rl = rl.assign(ecg_path=rel)
     if check_files:
-        ok = files_exist(ecg_root, rel.tolist(), suffix=".hea", progress=progress, desc="check ECG headers")
+        ok = files_exist(
+            ecg_root,
+            rel.tolist(),
+            suffix=".hea",
+            progress=progress,
+            desc="check ECG headers",
+            root_flag="--ecg-root",
+        )
         if (~ok).any():
             report.add(
                 "ECG record not found (no .hea)",

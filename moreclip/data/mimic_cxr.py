@@ -130,7 +130,9 @@ def load_cxr_images(
         )
     m = m.assign(xray_time=times, xray_path=image_relpath(m["subject_id"], m["study_id"], m["dicom_id"]))
     if check_files:
-        ok = files_exist(cxr_root, m["xray_path"].tolist(), progress=progress, desc="check images")
+        ok = files_exist(
+            cxr_root, m["xray_path"].tolist(), progress=progress, desc="check images", root_flag="--cxr-root"
+        )
         if (~ok).any():
             report.add(
                 "image file not found",

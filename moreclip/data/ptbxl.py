@@ -144,7 +144,9 @@ def ingest_ptbxl(
 
     rel = db[file_col].map(lambda p: record_path(p.replace("\\", "/")).lstrip("/"))
     if check_files:
-        exists = files_exist(root, rel.tolist(), suffix=".hea", progress=progress, desc="check ECG headers")
+        exists = files_exist(
+            root, rel.tolist(), suffix=".hea", progress=progress, desc="check ECG headers", root_flag="--root"
+        )
         if (~exists).any():
             report.add(
                 "ECG record not found (no .hea)",

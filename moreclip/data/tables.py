@@ -165,9 +165,19 @@ def majority(keys: pd.Series, values: pd.Series) -> pd.Series:
 
 # ------------------------------------------------------------------------------------------- files
 def files_exist(
-    root: Path, relpaths: Sequence[str], *, suffix: str = "", progress: bool = True, desc: str = "check files"
+    root: Path,
+    relpaths: Sequence[str],
+    *,
+    suffix: str = "",
+    progress: bool = True,
+    desc: str = "check files",
+    root_flag: str | None = None,
 ) -> np.ndarray:
-    """Boolean array: does ``root / relpath + suffix`` exist as a file, for every path (threads, for NFS)."""
+    """Boolean array: does ``root / relpath + suffix`` exist as a file, for every path (threads, for NFS).
+
+    With ``root_flag`` (e.g. ``--ecg-root``), raise when two or more paths are given and none exists: the
+    root is wrong, which is clearer than skipping every row.
+    """
     from tqdm.auto import tqdm
 
     root_s = os.fspath(root)
@@ -186,6 +196,11 @@ def files_exist(
         for start, flags in pool.map(check, starts):
             out[start : start + len(flags)] = flags
             bar.update(len(flags))
+    if root_flag and len(paths) >= 2 and not out.any():
+        raise IngestError(
+            f"{root}: none of the {len(paths)} files named by the tables exists (e.g. {paths[0]}); "
+            f"is {root_flag} the folder the data set was unpacked to?"
+        )
     return out
 
 

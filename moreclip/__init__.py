@@ -29,6 +29,10 @@ _LAZY = {
     "multimodal_clip_loss": "moreclip.losses",
     "symile_loss": "moreclip.losses",
     "create_loss": "moreclip.losses",
+    "Task": "moreclip.eval.tasks",
+    "load_task": "moreclip.eval.tasks",
+    "list_tasks": "moreclip.eval.tasks",
+    "VectorIndex": "moreclip.index",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -333,3 +333,12 @@ def test_section_extraction_variants():
     assert extract_sections("Impression: Stable.\nRECOMMENDATION(S): none") == "IMPRESSION: Stable."
     assert extract_sections("CONCLUSION: Edema ___.") == "IMPRESSION: Edema."
     assert extract_sections("") == ""
+
+
+def test_reports_unpacked_into_the_cxr_root_are_found(tmp_path):
+    make_mimic_cxr(tmp_path / "cxr", STUDIES[:1])
+    make_mimic_ecg(tmp_path / "ecg", ECGS[:1])
+    make_mimic_reports(tmp_path / "cxr", {(A, "50000001"): REPORT_A})
+    res = ingest_mimic(tmp_path / "cxr", tmp_path / "ecg", tmp_path / "m.parquet", progress=False)
+    assert res.df["xray_report"].iloc[0].startswith("FINDINGS: The heart size is mildly enlarged.")
+    assert any("reports found under" in n for n in res.report.notes)

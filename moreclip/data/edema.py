@@ -20,6 +20,7 @@ import pandas as pd
 from moreclip.data.mimic_cxr import (
     DEFAULT_VIEWS,
     assign_splits,
+    find_reports_root,
     load_cxr_images,
     read_cxr_reports,
     select_study_images,
@@ -71,7 +72,7 @@ def ingest_edema(
         id_column: the CSV column holding the ids (default: ``dicom_id`` when present, else ``study_id``).
         id_kind: what ``id_column`` holds, ``dicom_id`` or ``study_id`` (default: from its name).
         label_column: the severity column (default: the first of :data:`LABEL_CANDIDATES` present).
-        reports_root: MIMIC-CXR reports folder; None: no X-ray reports.
+        reports_root: MIMIC-CXR reports folder; None: used when found under ``cxr_root``, else no reports.
         views: ViewPosition preference when choosing a study's image (study-keyed labels only).
         split: ``official`` (MIMIC-CXR split, else subject's, else hash), ``hash`` (stable hash of the
             subject id with ``hash_fractions``) or ``test`` (every row in test, e.g. the consensus set).
@@ -161,6 +162,8 @@ def ingest_edema(
     else:
         df["split"] = "test"
     df["xray_report"] = None
+    if reports_root is None and len(df):
+        reports_root = find_reports_root(cxr_root, df["subject_id"], df["cxr_study_id"])
     if reports_root is not None and len(df):
         df["xray_report"] = read_cxr_reports(
             Path(reports_root).expanduser(), df["subject_id"], df["cxr_study_id"], report, progress=progress

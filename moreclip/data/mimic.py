@@ -34,6 +34,7 @@ from moreclip.data.ecg import record_path
 from moreclip.data.mimic_cxr import (
     DEFAULT_VIEWS,
     assign_splits,
+    find_reports_root,
     load_cxr_images,
     load_cxr_labels,
     read_cxr_reports,
@@ -259,7 +260,8 @@ def ingest_mimic(
         cxr_root: MIMIC-CXR-JPG folder (``files/``, ``mimic-cxr-2.0.0-*.csv[.gz]``).
         ecg_root: MIMIC-IV-ECG folder (``files/``, ``record_list.csv``, ``machine_measurements.csv``).
         out: manifest path; the ingest report goes beside it as ``<name>.ingest.json``.
-        reports_root: MIMIC-CXR reports folder (holding ``files/pXX/...txt``); None: no X-ray reports.
+        reports_root: MIMIC-CXR reports folder (holding ``files/pXX/...txt``); None: ``cxr_root`` when
+            the reports were unpacked there, else no X-ray reports.
         window: pairing window (``24h``, ``60d`` as in the MoRE paper, ...).
         views: ViewPosition values kept, in order of preference (None: all views).
         per_image: one row per image in ``views`` instead of one (chosen) image per study.
@@ -325,6 +327,12 @@ def ingest_mimic(
         df = pd.concat([df, lab], axis=1)
     has_cxr = df["xray_path"].notna().to_numpy()
     df["xray_report"] = None
+    if reports_root is None and has_cxr.any():
+        reports_root = find_reports_root(
+            cxr_root, df.loc[has_cxr, "subject_id"], df.loc[has_cxr, "cxr_study_id"]
+        )
+        if reports_root is not None:
+            report.notes.append(f"no --reports-root: reports found under {cxr_root} and used")
     if reports_root is not None and has_cxr.any():
         texts = read_cxr_reports(
             Path(reports_root).expanduser(),

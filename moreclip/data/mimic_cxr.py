@@ -266,6 +266,12 @@ def _clean(s: str) -> str:
     return re.sub(r"\s+([.,;:])", r"\1", s)
 
 
+def find_reports_root(cxr_root: Path, subject: pd.Series, study: pd.Series, n_probe: int = 20) -> Path | None:
+    """``cxr_root`` when MIMIC-CXR reports were unpacked into it (any of ``n_probe`` report files exists)."""
+    rel = report_relpath(subject.head(n_probe), study.head(n_probe))
+    return cxr_root if any((cxr_root / p).is_file() for p in rel) else None
+
+
 def read_cxr_reports(
     reports_root: Path,
     subject: pd.Series,

@@ -117,6 +117,14 @@ def test_multilabel_report_masks_unknowns_per_label_and_reports_skipped_labels()
     assert r2["labels"]["b"]["n"] == n and "ci" not in r2["labels"]["b"]["auroc"]
 
 
+def test_report_without_usable_labels_skips_them_all():
+    r = multilabel_report(np.full((5, 2), np.nan), np.zeros((5, 2)), ["a", "b"], n_resamples=10)
+    assert r["skipped"] == {"a": "no labelled rows", "b": "no labelled rows"}
+    assert r["macro"]["n_labels"] == 0 and r["macro"]["auroc"]["value"] is None
+    empty = multilabel_report(np.zeros((0, 1)), np.zeros((0, 1)), n_resamples=10)
+    assert empty["labels"] == {} and empty["macro"]["auroc"]["ci"] == [None, None]
+
+
 def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_n():
     widths = []
     for n in (300, 3000):

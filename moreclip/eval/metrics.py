@@ -238,10 +238,10 @@ def bootstrap(
         seed: seed of the resampling.
 
     Returns:
-        ``(1 + n_resamples, ...)``: row 0 the point estimate, then one row per resample.
+        ``(1 + n_resamples, ...)``: row 0 the point estimate, then one row per resample (none when n = 0).
     """
     parts = [np.asarray(statistic(np.ones((1, n))))]
-    if n_resamples > 0:
+    if n_resamples > 0 and n > 0:
         parts += [np.asarray(statistic(W)) for W in bootstrap_weights(n, n_resamples, seed)]
     return np.concatenate(parts, axis=0)
 

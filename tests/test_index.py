@@ -170,6 +170,13 @@ def test_missing_modality_and_dimension_mismatch_are_clear_errors():
         index.add("../evil", ["a"], x[:1])
     with pytest.raises(VectorIndexError, match="kind"):
         IndexParams(kind="lsh")
+    with pytest.raises(VectorIndexError, match="'sample_id'"):
+        index.add("ecg", ids, y, metadata=pd.DataFrame({"id": ids}))
+    with pytest.raises(VectorIndexError, match="clash"):
+        index.add("ecg", ids, y, metadata=pd.DataFrame({"sample_id": ids, "score": 1.0}))
+    with pytest.raises(VectorIndexError, match="several rows for sample id"):
+        index.add("ecg", ids, y, metadata=pd.DataFrame({"sample_id": ids + ids[:1]}))
+    assert "ecg" not in index  # a refused add leaves nothing behind
 
 
 def test_corrupt_or_missing_index_files_are_reported(tmp_path):

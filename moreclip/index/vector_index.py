@@ -126,31 +126,29 @@ class VectorIndex:
         dup += [s for s in ids if part and s in part.row]
         if dup:
             raise VectorIndexError(f"'{modality}': sample id(s) already present or repeated: {dup[:5]}")
+        start = len(part.ids) if part else 0
+        rows = pd.DataFrame(
+            {"modality": modality, "row": np.arange(start, start + len(ids)), "sample_id": ids}
+        )
+        rows = self._join(rows, metadata, modality)  # checked before anything changes
         if not len(x):
             return
         with faiss_threads(self.params.threads):
             if part is None:
                 kind = self.params.choose(len(x))
-                part = self._parts[modality] = _Part(
-                    new_faiss_index(kind, x, self.params), [], kind, self.params.kind
-                )
-            elif (
-                part.requested == "auto"
-                and part.kind == "flat"
-                and len(part.ids) + len(x) > self.params.exact_max
-            ):
-                old = part.index.reconstruct_n(0, part.index.ntotal)  # exact -> HNSW past the threshold
-                part.index, part.kind = new_faiss_index("hnsw", x, self.params), "hnsw"
-                add_vectors(part.index, old, progress)
-            add_vectors(part.index, x, progress)
-        start = len(part.ids)
+                index = new_faiss_index(kind, x, self.params)
+                add_vectors(index, x, progress)
+                part = self._parts[modality] = _Part(index, [], kind, self.params.kind)
+            elif part.requested == "auto" and part.kind == "flat" and start + len(x) > self.params.exact_max:
+                index = new_faiss_index("hnsw", x, self.params)  # exact -> HNSW past the threshold
+                add_vectors(index, part.index.reconstruct_n(0, part.index.ntotal), progress)
+                add_vectors(index, x, progress)
+                part.index, part.kind = index, "hnsw"
+            else:
+                add_vectors(part.index, x, progress)
         part.ids.extend(ids)
         part.row.update({s: start + i for i, s in enumerate(ids)})
         part.cache.clear()
-        rows = pd.DataFrame(
-            {"modality": modality, "row": np.arange(start, start + len(ids)), "sample_id": ids}
-        )
-        rows = self._join(rows, metadata, modality)
         self._meta = rows if self._meta.empty else pd.concat([self._meta, rows], ignore_index=True)
 
     @staticmethod
@@ -159,11 +157,19 @@ class VectorIndex:
             return rows
         if "sample_id" not in metadata.columns:
             raise VectorIndexError("metadata needs a 'sample_id' column")
+        reserved = [c for c in ("query", "rank", "score") if c in metadata.columns]
+        if reserved:
+            raise VectorIndexError(
+                f"metadata column(s) {reserved} clash with search result columns; rename them"
+            )
         meta = metadata.copy()
         meta["sample_id"] = meta["sample_id"].astype(str)
         if "modality" in meta.columns:
             meta = meta[meta["modality"] == modality].drop(columns="modality")
-        meta = meta.drop(columns=[c for c in ("row",) if c in meta.columns]).drop_duplicates("sample_id")
+        meta = meta.drop(columns=[c for c in ("row",) if c in meta.columns])
+        dup = meta["sample_id"][meta["sample_id"].duplicated()].unique().tolist()
+        if dup:
+            raise VectorIndexError(f"metadata has several rows for sample id(s) {dup[:5]} ('{modality}')")
         return rows.merge(meta, on="sample_id", how="left")
 
     # ----------------------------------------------------------------------------------- querying

@@ -127,7 +127,10 @@ def _conducted_beat(
 
     if p.rhythm == "paced":
         v = _frontal(axis, -0.55)
-        qrs.add(-0.012, 0.03, 0.032, leads(turn(a_r * 0.85 * _unit(v))))
+        # right-ventricular apical pacing: a broad, notched, LBBB-like complex with a superior axis
+        qrs.add(-0.03, 0.014, 0.016, leads(turn(a_r * 0.7 * _unit(v))))
+        qrs.add(0.012, 0.018, 0.022, leads(turn(a_r * 0.75 * _unit(v + [0.0, 0.0, -0.3]))))
+        qrs.add(0.055, 0.014, 0.014, leads(turn(-0.2 * a_r * _unit([0.3, 1.0, 0.4]))))
         rest.add(qt + q_on - 0.1, 0.055, 0.04, leads(-0.55 * a_t * _unit(v)))
     elif p.bbb == "lbbb":
         qrs.add(-0.028 * s / 1.6, 0.016, 0.016, leads(turn(a_r * 0.8 * _unit([0.8, 0.35, -0.55]))))
@@ -158,7 +161,7 @@ def _conducted_beat(
     if p.ste_territory != "none":
         # ST elevation: a broad hump from the J point merging into a taller T (reciprocal depression opposite)
         j = -q_on + 0.01
-        rest.add(j + 0.07, 0.05, 0.08, _territory(leads, p.ste_territory, shape["a_ste"]))
+        rest.add(j + 0.06, 0.045, 0.08, _territory(leads, p.ste_territory, shape["a_ste"]))
     if p.twi_territory != "none":
         rest.add(qt + q_on - 2.3 * shape["t_w"], 1.2 * shape["t_w"], 0.9 * shape["t_w"],
                  _territory(leads, p.twi_territory, -shape["a_twi"]))  # fmt: skip
@@ -176,7 +179,8 @@ def _pvc_beat(leads: _Leads, rng, qt: float) -> np.ndarray:
     v = _unit([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1)])
     a = rng.uniform(1.4, 2.2)
     b = _Beat()
-    b.add(0.0, 0.035, 0.035, leads(a * v))
+    b.add(-0.025, 0.015, 0.018, leads(0.8 * a * v))
+    b.add(0.02, 0.02, 0.022, leads(0.75 * a * _unit(v + rng.normal(0, 0.4, 3))))
     b.add(qt - 0.15, 0.06, 0.045, leads(-0.35 * a * v))
     return b.template()
 
@@ -229,7 +233,7 @@ def _shape_params(p: Patient, rng) -> dict:
         "t_w": rng.uniform(0.038, 0.048),
         "a_p": rng.uniform(0.12, 0.2),
         "p_axis": rng.uniform(40, 70),
-        "a_ste": rng.uniform(0.25, 0.4),
+        "a_ste": rng.uniform(0.32, 0.5),
         "a_twi": rng.uniform(0.55, 0.75),
         "a_qw": rng.uniform(0.45, 0.7),
     }

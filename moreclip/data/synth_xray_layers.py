@@ -236,7 +236,7 @@ def draw_findings(cv: Canvas, g: Anatomy, p: Patient, rng, air, lungs, xx, yy):
         for side in ("right", "left") if p.atelectasis_side == "bilateral" else (p.atelectasis_side,):
             sg, y = SIDE[side], g.dome[side] - u(0.045, 0.08)
             cv.line(band, [[g.cx + sg * 0.3 * g.hw, y], [g.cx + sg * 0.8 * g.hw, y - u(0.0, 0.03)]], 0.014)
-        air = air * (1 - 0.8 * cv.blur(band, 0.004))
+        air = air * (1 - 0.65 * cv.blur(band, 0.004))
     if p.granuloma != "none":
         gx, gy = _granuloma_site(g, p.granuloma)
         dot = cv.layer()

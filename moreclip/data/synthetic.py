@@ -22,8 +22,8 @@ them (use the manifest's modality columns to select rows).
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,10 +291,8 @@ def generate_cohort(
     if manifest.exists():
         if not overwrite:
             raise ManifestError(f"{manifest} already exists (choose another folder or overwrite it)")
-        manifest.unlink()
+        _remove_cohort(out)
     for sub in ("xray", "ecg"):
-        if overwrite and (out / sub).is_dir():
-            shutil.rmtree(out / sub)
         (out / sub).mkdir(parents=True, exist_ok=True)
     splits, has_xray, has_ecg = assign_splits(n, seed, split, missing_xray, missing_ecg)
     tasks = [(str(out), int(seed), i, int(image_size), bool(has_xray[i]), bool(has_ecg[i])) for i in range(n)]
@@ -317,11 +315,46 @@ def generate_cohort(
     domains = {f"synthetic/{k}": [0.0, 1.0] for k in LABELS}
     domains["synthetic/edema"] = [0.0, 1.0, 2.0, 3.0]
     meta = {
-        "generator": GENERATOR, "generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
-        "image_size": int(image_size), "missing_xray": float(missing_xray), "missing_ecg": float(missing_ecg),
-        "split": [float(x) for x in split], "ecg_fs": 500, "ecg_seconds": 10.0,
-    }  # fmt: skip
+        "generator": GENERATOR,
+        "generator_version": GENERATOR_VERSION,
+        "ecg_fs": 500,
+        "ecg_seconds": 10.0,
+    }
+    meta.update(cohort_settings(n, seed, image_size, missing_xray, missing_ecg, split))
     return write_manifest(df, manifest, label_domains=domains, meta=meta)
+
+
+def cohort_settings(n, seed, image_size, missing_xray, missing_ecg, split) -> dict:
+    """The settings a cohort's manifest records (``meta``); equal settings mean byte-identical cohorts."""
+    return {
+        "seed": int(seed),
+        "n": int(n),
+        "image_size": int(image_size),
+        "missing_xray": float(missing_xray),
+        "missing_ecg": float(missing_ecg),
+        "split": [float(x) for x in split],
+        "generator_version": GENERATOR_VERSION,
+    }
+
+
+def _remove_cohort(out: Path) -> None:
+    """Delete a synthetic cohort's own files (refuses when the manifest was not written by this generator)."""
+    import pyarrow.parquet as pq
+
+    manifest = out / "manifest.parquet"
+    try:
+        raw = (pq.read_schema(manifest).metadata or {}).get(b"moreclip", b"{}")
+        generator = json.loads(raw).get("meta", {}).get("generator")
+    except Exception:
+        generator = None
+    if generator != GENERATOR:
+        raise ManifestError(
+            f"{manifest} is not a synthetic cohort written by moreclip synth; not overwriting it"
+        )
+    manifest.unlink()
+    for sub, pattern in (("xray", "synth-*.png"), ("ecg", "synth-*.hea"), ("ecg", "synth-*.dat")):
+        for f in (out / sub).glob(pattern):
+            f.unlink()
 
 
 def _check_args(n, image_size, missing_xray, missing_ecg, split, workers) -> None:

@@ -17,8 +17,6 @@ bundle branch blocks and paced beats) are large enough to survive resampling to 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from moreclip.data.synth_latent import Patient
@@ -165,12 +163,25 @@ def _conducted_beat(
     if p.twi_territory != "none":
         rest.add(qt + q_on - 2.3 * shape["t_w"], 1.2 * shape["t_w"], 0.9 * shape["t_w"],
                  _territory(leads, p.twi_territory, -shape["a_twi"]))  # fmt: skip
-    if p.pr_ms > 0:
-        rest.add(
-            q_on - p.pr_ms / 1000 + 0.05,
-            0.022,
-            0.022,
-            leads(shape["a_p"] * _unit(_frontal(shape["p_axis"], 0.15))),
+    pr = shape.get("pr_ms", p.pr_ms) / 1000  # a premature atrial beat has its own P and PR
+    if pr > 0:
+        p_vec = leads(shape["a_p"] * _unit(_frontal(shape["p_axis"], 0.15)))
+        if p.lae and "pr_ms" not in shape:  # broad notched P (II), deep terminal negative P (V1)
+            rest.add(q_on - pr + 0.035, 0.02, 0.02, 0.8 * p_vec)
+            rest.add(
+                q_on - pr + 0.085,
+                0.02,
+                0.02,
+                0.8 * p_vec + leads(np.zeros(3), precordial=[-0.16, -0.06, 0, 0, 0, 0]),
+            )
+        else:
+            rest.add(q_on - pr + 0.05, 0.022, 0.022, p_vec)
+    if p.prwp:  # poor R-wave progression: little R in V1-V4
+        qrs.add(
+            0.0,
+            0.0095,
+            0.0095,
+            leads(np.zeros(3), precordial=-a_r * np.array([0.1, 0.35, 0.55, 0.45, 0.0, 0.0])),
         )
     return qrs.template(), rest.template()
 
@@ -186,7 +197,7 @@ def _pvc_beat(leads: _Leads, rng, qt: float) -> np.ndarray:
 
 
 def _beat_times(p: Patient, rng) -> tuple[np.ndarray, np.ndarray]:
-    """R-peak times (s) over the strip and a flag per beat that is a premature ventricular complex."""
+    """R-peak times (s) over the strip and each beat's kind (0 conducted, 1 PVC, 2 PAC)."""
     rr0 = 60.0 / p.heart_rate
     n = int(SECONDS / rr0) + 4
     k = np.arange(n)
@@ -196,26 +207,28 @@ def _beat_times(p: Patient, rng) -> tuple[np.ndarray, np.ndarray]:
         rr = np.clip(rr, 0.33, 2.2)
     elif p.rhythm == "paced":
         rr = np.full(n, rr0)
-    else:  # respiratory sinus arrhythmia
+    else:  # respiratory sinus arrhythmia (marked when p.sinus_arrhythmia)
         f = rng.uniform(0.15, 0.3)
-        rr = rr0 * (1 + rng.uniform(0.01, 0.035) * np.sin(2 * np.pi * f * k * rr0 + rng.uniform(0, 6.3)))
+        depth = rng.uniform(0.09, 0.14) if p.sinus_arrhythmia else rng.uniform(0.01, 0.035)
+        rr = rr0 * (1 + depth * np.sin(2 * np.pi * f * k * rr0 + rng.uniform(0, 6.3)))
         rr *= 1 + 0.006 * rng.standard_normal(n)
     t = rng.uniform(-rr0, 0) + np.concatenate([[0.0], np.cumsum(rr)[:-1]])
-    pvc = np.zeros(n, dtype=bool)
-    if p.pvc:
-        inside = np.flatnonzero((t > 0.6) & (t < SECONDS - 1.5))[:-1]
-        picks = sorted(rng.choice(inside[::2], size=min(p.pvc, len(inside[::2])), replace=False))
-        keep = np.ones(n, dtype=bool)
-        for j in picks:  # premature beat at 55-65 % of the cycle; the next sinus beat is not conducted
-            t = np.append(t, t[j] + rng.uniform(0.55, 0.65) * rr[j])
-            pvc = np.append(pvc, True)
-            keep = np.append(keep, True)
-            keep[j + 1] = False
-        t, pvc = t[keep], pvc[keep]
-        order = np.argsort(t)
-        t, pvc = t[order], pvc[order]
+    kind = np.zeros(n, dtype=int)
+    if p.pvc or p.pac:
+        pool = np.flatnonzero((t > 0.6) & (t < SECONDS - 1.5))[:-1][::2]
+        picks = rng.choice(pool, size=min(p.pvc + p.pac, len(pool)), replace=False)
+        ectopic = [(int(j), 1 if i < p.pvc else 2) for i, j in enumerate(picks)]
+        for j, e in sorted(ectopic, reverse=True):  # from the end, so earlier indices stay valid
+            if e == 1:  # PVC at 55-65 % of the cycle; the next sinus beat is blocked (compensatory pause)
+                tp = t[j] + rng.uniform(0.55, 0.65) * rr[j]
+                t = np.concatenate([t[: j + 1], [tp], t[j + 2 :]])
+                kind = np.concatenate([kind[: j + 1], [1], kind[j + 2 :]])
+            else:  # PAC at 65-75 %; the sinus node resets (non-compensatory pause)
+                tp = t[j] + rng.uniform(0.65, 0.75) * rr[j]
+                t = np.concatenate([t[: j + 1], [tp], t[j + 1 :] + (tp + rr[j] - t[j + 1])])
+                kind = np.concatenate([kind[: j + 1], [2], kind[j + 1 :]])
     sel = t < SECONDS + _PRE
-    return t[sel], pvc[sel]
+    return t[sel], kind[sel]
 
 
 def _shape_params(p: Patient, rng) -> dict:
@@ -228,7 +241,7 @@ def _shape_params(p: Patient, rng) -> dict:
         "a_q": rng.uniform(0.12, 0.25),
         "a_s": rng.uniform(0.35, 0.6) * (1.8 if p.lvh else 1.0),
         "a_rp": rng.uniform(0.6, 0.9),
-        "a_t": rng.uniform(0.28, 0.45),
+        "a_t": rng.uniform(0.28, 0.45) * (rng.uniform(0.2, 0.3) if p.flat_t else 1.0),
         "t_axis": p.axis_deg * 0.3 + rng.uniform(25, 45),
         "t_w": rng.uniform(0.038, 0.048),
         "a_p": rng.uniform(0.12, 0.2),
@@ -262,22 +275,26 @@ def render_ecg(p: Patient, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """
     leads = _Leads(rng)
     shape = _shape_params(p, rng)
-    times, pvc = _beat_times(p, rng)
+    times, kind = _beat_times(p, rng)
     inside = times[(times >= 0) & (times < SECONDS)]
     rr_mean = float(np.mean(np.diff(inside))) if len(inside) > 1 else 60.0 / p.heart_rate
     rate = int(round(60.0 / rr_mean))
     qt = p.qtc_ms / 1000 * np.sqrt(60.0 / p.heart_rate)
     rot = _axis_rotation(p, leads, qt, shape)
     qrs_t, rest_t = _conducted_beat(p, leads, qt, shape, rot)
-    qrs_t *= _qrs_scale(p, qrs_t)
-    beat = qrs_t + rest_t
-    kinds = [beat, _pvc_beat(leads, rng, qt) if pvc.any() else None]
+    scale = _qrs_scale(p, qrs_t)
+    qrs_t *= scale
+    kinds = [qrs_t + rest_t, _pvc_beat(leads, rng, qt) if (kind == 1).any() else None, None]
+    if (kind == 2).any():  # ectopic atrial focus: a low-atrial P (negative in II, III, aVF), short PR
+        ectopic = dict(shape, p_axis=rng.uniform(-90, -50), pr_ms=rng.uniform(110, 140))
+        pac_q, pac_rest = _conducted_beat(p, leads, qt, ectopic, rot)
+        kinds[2] = pac_q * scale + pac_rest
     w = len(_TW)
     sig = np.zeros((12, N_SAMPLES + 2 * w))  # padded: sample s lives at index s + w
-    for t, is_pvc in zip(times, pvc):
+    for t, k in zip(times, kind):
         a = int(round(t * FS)) - int(_PRE * FS) + w  # index of the template's first sample
         if 0 <= a <= N_SAMPLES + w:
-            sig[:, a : a + w] += kinds[int(is_pvc)]
+            sig[:, a : a + w] += kinds[k]
     sig = sig[:, w : w + N_SAMPLES]
     if p.rhythm == "paced":  # pacing spikes: one sample before each paced QRS
         spike = leads(rng.uniform(0.8, 1.6) * _unit([rng.uniform(-1, 1), 1.0, rng.uniform(-1, 1)]))
@@ -347,31 +364,3 @@ def _electrode_noise(p: Patient, rng, shape) -> np.ndarray:
         e[2] += fw
         e[3] += 0.8 * fw
     return e
-
-
-def write_wfdb16(record: str | os.PathLike, signal: np.ndarray, fs: float, leads: tuple[str, ...]) -> None:
-    """Write ``signal`` ``(L, T)`` mV as a WFDB format-16 record, byte-identical to ``moreclip.data.ecg.write_ecg``.
-
-    ``wfdb.wrsamp`` spends ~35 ms per record in header bookkeeping; this writes the same two files
-    (1 µV resolution, baseline 0, same header fields and checksums) in well under a millisecond. The tests
-    compare both writers byte for byte.
-    """
-    rec = os.fspath(record)
-    directory, name = os.path.split(rec)
-    d = np.round(np.asarray(signal, dtype=np.float64).T * 1000.0)  # (T, L) digital units
-    if np.abs(d).max(initial=0) > 32767:
-        raise ValueError(f"{rec}: signal exceeds the 16-bit range of a 1 uV WFDB record")
-    d = d.astype("<i2")
-    n, n_sig = d.shape
-    checks = (d.sum(axis=0, dtype=np.int64) % 65536).tolist()
-    init = d[0].tolist() if n else [0] * n_sig
-    lines = [f"{name} {n_sig} {fs:g} {n}"]
-    for k in range(n_sig):
-        lines.append(f"{name}.dat 16 1000.0(0)/mV 16 0 {init[k]} {checks[k]} 0 {leads[k]}")
-    base = os.path.join(directory or ".", name)
-    tmp_dat, tmp_hea = f"{base}.dat.tmp{os.getpid()}", f"{base}.hea.tmp{os.getpid()}"
-    d.tofile(tmp_dat)
-    with open(tmp_hea, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp_dat, base + ".dat")
-    os.replace(tmp_hea, base + ".hea")

@@ -70,6 +70,13 @@ class Patient:
     granuloma: str = "none"  # none / one of GRANULOMA_SITES (calcified granuloma)
     aortic_calcification: bool = False
     scoliosis: str = "none"  # none / dextroconvex / levoconvex
+    elevated_hemidiaphragm: str = "none"  # none / left / right
+    nodule: str = "none"  # none / one of GRANULOMA_SITES (non-calcified pulmonary nodule)
+    nodule_mm: int = 0  # nodule diameter in mm
+    rib_fracture: str = "none"  # healed lateral rib fracture (callus): none / left / right
+    spine_degeneration: bool = False  # degenerative changes (osteophytes) of the thoracic spine
+    shoulder_arthroplasty: str = "none"  # none / left / right
+    hiatal_hernia: bool = False  # retrocardiac air-containing hernia
     # ---- ECG
     rhythm: str = "sinus"  # one of RHYTHMS
     heart_rate: float = 72.0  # target mean ventricular rate (the rendered rate is measured and stored)
@@ -86,6 +93,11 @@ class Patient:
     ste_territory: str = "none"  # ST elevation: none / anterior / inferior / lateral
     twi_territory: str = "none"  # T-wave inversion: none / anterior / inferior / lateral
     q_territory: str = "none"  # pathological Q waves (old infarct): none / anterior / inferior / lateral
+    pac: int = 0  # premature atrial complexes in the strip
+    lae: bool = False  # left atrial enlargement (broad notched P in II, deep terminal P in V1)
+    flat_t: bool = False  # nonspecific T-wave flattening
+    prwp: bool = False  # poor R-wave progression (V1-V4)
+    sinus_arrhythmia: bool = False  # marked respiratory variation of a sinus rhythm
 
     # ---- derived labels
     @property
@@ -241,7 +253,40 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     if not paced and r() < 0.08 + 0.1 * chf:
         p.pvc = int(rng.integers(1, 4))
     p.qtc_ms = float(rng.uniform(480, 540) if r() < 0.08 + 0.06 * chf else rng.uniform(385, 450))
+    _sample_extras(p, rng, chf=chf, htn=htn)
     return p
+
+
+def _sample_extras(p: Patient, rng: np.random.Generator, *, chf: bool, htn: bool) -> None:
+    """Further independent visible attributes that make most patients' reports distinguishable."""
+    r = rng.random
+    sides = [
+        s for s in ("left", "right") if p.effusion_side not in (s, "bilateral") and p.pneumothorax_side != s
+    ]
+    if sides and r() < 0.1:
+        p.elevated_hemidiaphragm = _pick(rng, sides)
+    if r() < 0.09:
+        p.nodule = _pick(rng, [g for g in GRANULOMA_SITES if g != p.granuloma])
+        p.nodule_mm = int(rng.integers(8, 26))
+    if r() < 0.08:
+        p.rib_fracture = _pick(rng, ["left", "right"])
+    p.spine_degeneration = bool(r() < _sigmoid(-1.2 + 0.5 * (p.age - 60) / 10))
+    if p.age > 55 and r() < 0.06:
+        p.shoulder_arthroplasty = _pick(rng, ["left", "right"])
+    p.hiatal_hernia = bool(r() < 0.07)
+    # ECG
+    sinus = p.rhythm in ("sinus", "sinus_tachycardia", "sinus_bradycardia")
+    if sinus and r() < 0.1:
+        p.pac = int(rng.integers(1, 4))
+    if p.pr_ms > 0 and r() < 0.06 + 0.1 * (chf or htn):
+        p.lae = True
+    structural = p.rhythm == "paced" or p.bbb == "lbbb"
+    if not (structural or p.lvh_strain) and p.twi_territory == "none" and r() < 0.1:
+        p.flat_t = True
+    if not structural and p.bbb == "none" and p.q_territory != "anterior" and r() < 0.08:
+        p.prwp = True
+    if p.rhythm in ("sinus", "sinus_bradycardia") and r() < 0.12:
+        p.sinus_arrhythmia = True
 
 
 def sample_patients(n: int, seed: int, start: int = 0) -> list[Patient]:

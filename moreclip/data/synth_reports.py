@@ -106,7 +106,9 @@ def _heart(p: Patient, rng) -> str:
     adj, adv = _GRADE[g]
     s = _c(rng, [f"{adj} cardiomegaly", f"the heart is {adv} enlarged", f"{adv} enlarged cardiac silhouette",
                  f"{adj} enlargement of the cardiac silhouette"])  # fmt: skip
-    return ("possible " if g == 1 and rng.random() < 0.15 else "") + s
+    if g == 1 and rng.random() < 0.15:  # hedged
+        s = _c(rng, ["probable mild cardiomegaly", "heart size is top normal to mildly enlarged"])
+    return s
 
 
 def _effusion(p: Patient, rng) -> str:
@@ -150,15 +152,11 @@ def xray_report(p: Patient, rng: np.random.Generator) -> str:
         f.append(
             _c(
                 rng,
-                [
-                    "portable AP view of the chest",
-                    "single portable AP chest radiograph",
-                    "portable semi-upright AP view",
-                ],
+                ["portable AP view", "portable AP chest radiograph", "AP portable view"],
             )
         )
-    elif rng.random() < 0.4:
-        f.append(_c(rng, ["PA view of the chest", "frontal PA radiograph of the chest"]))
+    elif rng.random() < 0.3:
+        f.append(_c(rng, ["PA view", "PA view of the chest"]))
     f += _devices(p, rng)
     if p.lung_volumes == "low":
         f.append(
@@ -178,9 +176,16 @@ def xray_report(p: Patient, rng: np.random.Generator) -> str:
     if p.aortic_calcification:
         f.append(_c(rng, ["atherosclerotic calcification of the aortic knob", "calcified aortic knob",
                           "aortic arch calcifications"]))  # fmt: skip
-    elif rng.random() < 0.3:
+    elif rng.random() < 0.15:
         f.append("mediastinal contours are normal")
-    if p.edema or rng.random() < 0.4:
+    if p.hiatal_hernia:
+        f.append(_c(rng, ["hiatal hernia", "retrocardiac air-fluid level, consistent with a hiatal hernia",
+                          "moderate hiatal hernia"]))  # fmt: skip
+    if p.elevated_hemidiaphragm != "none":
+        side = p.elevated_hemidiaphragm
+        f.append(_c(rng, [f"elevated {side} hemidiaphragm", f"the {side} hemidiaphragm is elevated",
+                          f"relative elevation of the {side} hemidiaphragm"]))  # fmt: skip
+    if p.edema or rng.random() < 0.25:
         f.append(_edema(p, rng))
     if p.atelectasis_side != "none":
         where = {"left": "left basilar", "right": "right basilar", "bilateral": "bibasilar"}[
@@ -191,6 +196,10 @@ def xray_report(p: Patient, rng: np.random.Generator) -> str:
     if p.granuloma != "none":
         f.append(_c(rng, [f"calcified granuloma in the {p.granuloma}", f"{p.granuloma} calcified granuloma",
                           f"small calcified nodule in the {p.granuloma}, consistent with a granuloma"]))  # fmt: skip
+    if p.nodule != "none":
+        mm, lobe = p.nodule_mm, p.nodule
+        f.append(_c(rng, [f"{mm} mm nodule in the {lobe}", f"{mm} mm nodular opacity projects over the {lobe}",
+                          f"{lobe} pulmonary nodule measuring {mm} mm"]))  # fmt: skip
     eff, ptx = p.effusion_side != "none", p.pneumothorax_side != "none"
     if eff:
         f.append(_effusion(p, rng))
@@ -210,6 +219,17 @@ def xray_report(p: Patient, rng: np.random.Generator) -> str:
                 [f"{p.scoliosis} scoliosis of the thoracic spine", f"mild {p.scoliosis} thoracic scoliosis"],
             )
         )
+    if p.spine_degeneration:
+        f.append(_c(rng, ["degenerative changes of the thoracic spine", "mild thoracic spondylosis",
+                          "multilevel degenerative changes in the thoracic spine"]))  # fmt: skip
+    if p.rib_fracture != "none":
+        side = p.rib_fracture
+        f.append(_c(rng, [f"healed {side} rib fracture", f"old healed fracture of a {side} lateral rib",
+                          f"callus about a {side} lateral rib, consistent with a healed fracture"]))  # fmt: skip
+    if p.shoulder_arthroplasty != "none":
+        side = p.shoulder_arthroplasty
+        f.append(_c(rng, [f"{side} shoulder arthroplasty", f"partially imaged {side} shoulder prosthesis",
+                          f"postsurgical changes of a {side} shoulder arthroplasty"]))  # fmt: skip
     if p.abdominal_clips:
         f.append(_c(rng, ["cholecystectomy clips in the right upper quadrant",
                           "surgical clips project over the right upper quadrant"]))  # fmt: skip
@@ -230,6 +250,8 @@ def _impression(p: Patient, rng) -> list[str]:
         imp.append(_c(rng, [f"{_GRADE[p.cardiomegaly_grade][0]} cardiomegaly", "cardiomegaly"]))
     if p.edema >= 2 and p.cardiomegaly and rng.random() < 0.5:
         imp.append(_c(rng, ["findings consistent with congestive heart failure", "likely fluid overload"]))
+    if p.nodule != "none" and rng.random() < 0.5:
+        imp.append(f"{p.nodule_mm} mm {p.nodule} nodule, recommend chest CT")
     if p.ett_cm and rng.random() < 0.5:
         imp.append(f"endotracheal tube {p.ett_cm:.1f} cm above the carina")
     if not imp:
@@ -242,11 +264,14 @@ def _impression(p: Patient, rng) -> list[str]:
 def _rhythm(p: Patient, meas: dict, rng) -> str:
     rate = meas["rate"]
     if p.rhythm == "sinus":
+        if p.sinus_arrhythmia:
+            return _c(rng, ["sinus arrhythmia", "sinus rhythm with marked sinus arrhythmia"])
         return _c(rng, ["sinus rhythm", "normal sinus rhythm"])
     if p.rhythm == "sinus_tachycardia":
         return "sinus tachycardia"
     if p.rhythm == "sinus_bradycardia":
-        return "marked sinus bradycardia" if rate < 50 and rng.random() < 0.5 else "sinus bradycardia"
+        s = "marked sinus bradycardia" if rate < 50 and rng.random() < 0.5 else "sinus bradycardia"
+        return s + (" with sinus arrhythmia" if p.sinus_arrhythmia else "")
     if p.rhythm == "atrial_fibrillation":
         if rate > 100:
             return _c(
@@ -274,6 +299,10 @@ def ecg_report(p: Patient, meas: dict, rng: np.random.Generator) -> str:
         )
         if p.pvc == 1:
             s.append(_c(rng, ["ventricular premature complex", "single PVC"]))
+    if p.pac:
+        s.append(_c(rng, ["atrial premature complexes", "premature atrial complexes", "PACs"]))
+    if p.lae:
+        s.append(_c(rng, ["left atrial enlargement", "possible left atrial enlargement", "LAE"]))
     if p.av_block1:
         s.append(_c(rng, ["1st degree A-V block", "first degree AV block", "prolonged PR interval"]))
     if p.axis != "normal":
@@ -314,6 +343,15 @@ def ecg_report(p: Patient, meas: dict, rng: np.random.Generator) -> str:
         t = p.twi_territory
         s.append(_c(rng, [f"T wave inversion in {t} leads", f"{t} T wave abnormality, consider ischemia",
                           f"inverted T waves in {_TERRITORY_LEADS[t]}"]))  # fmt: skip
+    if p.flat_t:
+        s.append(
+            _c(
+                rng,
+                ["nonspecific T wave abnormality", "low amplitude T waves", "nonspecific T wave flattening"],
+            )
+        )
+    if p.prwp:
+        s.append(_c(rng, ["poor R wave progression", "poor R wave progression - may be normal variant"]))
     if p.long_qt:
         s.append(_c(rng, ["prolonged QT interval", "long QTc interval", "prolonged QT"]))
     s.append(_summary(p))
@@ -340,5 +378,8 @@ def _summary(p: Patient) -> str:
         p.rhythm in ("sinus_tachycardia", "atrial_fibrillation", "paced") or p.bbb != "none" or p.lvh or p.pvc
         or p.ste_territory != "none" or p.twi_territory != "none" or p.q_territory != "none" or p.long_qt
     )  # fmt: skip
-    minor = p.rhythm == "sinus_bradycardia" or p.av_block1 or p.axis != "normal" or p.low_voltage
+    minor = (
+        p.rhythm == "sinus_bradycardia" or p.av_block1 or p.axis != "normal" or p.low_voltage or p.pac or p.lae
+        or p.flat_t or p.prwp
+    )  # fmt: skip
     return "abnormal ECG" if major else "borderline ECG" if minor else "normal ECG"

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from moreclip.data.synth_latent import Patient
+from moreclip.data.synth_xray_extras import draw_extras
 from moreclip.data.synth_xray_layers import (
     SIDE,
     Anatomy,
@@ -70,10 +71,12 @@ def render_xray(p: Patient, rng: np.random.Generator, size: int = 256) -> tuple[
     # lung tissue without markings where a pneumothorax is; findings change air and add opacities
     air, opacity, no_marks, boxes = draw_findings(cv, g, p, rng, air, lungs, xx, yy)
     boxes["heart"] = mask_box(heart_mask)
-    air = cv.blur(air, 0.004)
+    extra = draw_extras(cv, g, p, rng)
+    air = cv.blur(air, 0.004) * (1 - extra["air_loss"]) + extra["air_gain"]
     marks = draw_markings(cv, g, p, rng) * np.clip(air, 0, 1) * (1 - no_marks)
-    bone = draw_bones(cv, g, p, rng)
+    bone = draw_bones(cv, g, p, rng) + extra["bone"]
     metal, boxes["device"] = draw_devices(cv, g, p, rng)
+    metal += extra["metal"]
 
     k_air = u(0.66, 0.74) * (1.06 if p.lung_volumes == "hyperinflated" else 1.0)
     att = body * (1.0 - k_air * air - 0.2 * trachea * (1 - 0.5 * heart_mask)) + opacity * body

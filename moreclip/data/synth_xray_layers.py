@@ -85,6 +85,8 @@ class Anatomy:
         self.top = u(0.1, 0.14)  # lung apices
         dome = {"normal": u(0.68, 0.73), "low": u(0.6, 0.63), "hyperinflated": u(0.78, 0.81)}[p.lung_volumes]
         self.dome = {"right": dome - u(0.01, 0.025), "left": dome + u(0.0, 0.015)}
+        if p.elevated_hemidiaphragm != "none":
+            self.dome[p.elevated_hemidiaphragm] -= u(0.05, 0.07)
         self.cp_depth = 0.035 if p.lung_volumes == "hyperinflated" else u(0.06, 0.08)
         self.carina = self.top + u(0.15, 0.18)
         self.hilum_y = self.top + 0.3 * (dome - self.top) + 0.05
@@ -154,7 +156,7 @@ EFFUSION_HEIGHT = {"small": 0.045, "moderate": 0.14, "large": 0.27}
 PTX_SHRINK = {"small": (0.8, 0.86), "large": (0.55, 0.66)}  # collapsed lung scale (x, y)
 
 
-def _granuloma_site(g: Anatomy, site: str) -> tuple[float, float]:
+def granuloma_site(g: Anatomy, site: str) -> tuple[float, float]:
     sg = -1.0 if site.startswith("right") else 1.0
     dome = g.dome["right" if sg < 0 else "left"]
     if "upper" in site:
@@ -238,7 +240,7 @@ def draw_findings(cv: Canvas, g: Anatomy, p: Patient, rng, air, lungs, xx, yy):
             cv.line(band, [[g.cx + sg * 0.3 * g.hw, y], [g.cx + sg * 0.8 * g.hw, y - u(0.0, 0.03)]], 0.014)
         air = air * (1 - 0.65 * cv.blur(band, 0.004))
     if p.granuloma != "none":
-        gx, gy = _granuloma_site(g, p.granuloma)
+        gx, gy = granuloma_site(g, p.granuloma)
         dot = cv.layer()
         cv2.circle(dot, (int(gx * cv.s * 16), int((gy + u(-0.02, 0.02)) * cv.s * 16)),
                    int(u(0.011, 0.015) * cv.s * 16), 1.0, -1, cv2.LINE_AA, 4)  # fmt: skip

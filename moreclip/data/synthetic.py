@@ -58,6 +58,15 @@ LABELS = {
     "hyperinflation": (lambda p: p.lung_volumes == "hyperinflated", "hyperinflated lungs (X-ray)"),
     "aortic_calcification": (lambda p: p.aortic_calcification, "calcified aortic knob (X-ray)"),
     "scoliosis": (lambda p: p.scoliosis != "none", "thoracic scoliosis (X-ray)"),
+    "elevated_hemidiaphragm": (
+        lambda p: p.elevated_hemidiaphragm != "none",
+        "elevated hemidiaphragm (X-ray)",
+    ),
+    "nodule": (lambda p: p.nodule != "none", "non-calcified pulmonary nodule, 8-25 mm (X-ray)"),
+    "rib_fracture": (lambda p: p.rib_fracture != "none", "healed lateral rib fracture (X-ray)"),
+    "spine_degeneration": (lambda p: p.spine_degeneration, "degenerative thoracic spine (X-ray)"),
+    "shoulder_arthroplasty": (lambda p: p.shoulder_arthroplasty != "none", "shoulder prosthesis (X-ray)"),
+    "hiatal_hernia": (lambda p: p.hiatal_hernia, "retrocardiac hiatal hernia (X-ray)"),
     # ECG
     "sinus_rhythm": (lambda p: p.rhythm == "sinus", "sinus rhythm at 60-100 bpm (ECG)"),
     "sinus_tachycardia": (lambda p: p.rhythm == "sinus_tachycardia", "sinus rhythm > 100 bpm (ECG)"),
@@ -76,6 +85,14 @@ LABELS = {
     "t_wave_inversion": (lambda p: p.twi_territory != "none", "T-wave inversion in one territory (ECG)"),
     "old_infarct": (lambda p: p.q_territory != "none", "pathological Q waves in one territory (ECG)"),
     "prolonged_qt": (lambda p: p.long_qt, "QTc > 470 ms (ECG)"),
+    "pac": (lambda p: p.pac > 0, "premature atrial complexes (ECG)"),
+    "left_atrial_enlargement": (lambda p: p.lae, "broad notched P in II, deep terminal P in V1 (ECG)"),
+    "nonspecific_t_wave": (lambda p: p.flat_t, "flat, low-amplitude T waves (ECG)"),
+    "poor_r_wave_progression": (lambda p: p.prwp, "small R waves in V1-V4 (ECG)"),
+    "sinus_arrhythmia": (
+        lambda p: p.sinus_arrhythmia,
+        "marked respiratory RR variation in sinus rhythm (ECG)",
+    ),
 }
 
 #: metadata column -> description (what was drawn; not labels: names carry no "/")
@@ -102,6 +119,11 @@ COLUMNS = {
     "synth_abdominal_clips": "cholecystectomy clips in the right upper quadrant (bool)",
     "synth_granuloma": "none or the lobe of a calcified granuloma",
     "synth_scoliosis": "none / dextroconvex / levoconvex",
+    "synth_elevated_hemidiaphragm": "none / left / right",
+    "synth_nodule": "none or the lobe of a non-calcified nodule",
+    "synth_nodule_mm": "nodule diameter in mm (0: none)",
+    "synth_rib_fracture": "none / left / right (healed lateral rib fracture)",
+    "synth_shoulder_arthroplasty": "none / left / right",
     "synth_rhythm": "sinus / sinus_tachycardia / sinus_bradycardia / atrial_fibrillation / paced",
     "synth_heart_rate": "mean ventricular rate of the drawn ECG in bpm (as the report quotes it)",
     "synth_pr_ms": "PR interval in ms (0: no conducted P waves)",
@@ -110,6 +132,7 @@ COLUMNS = {
     "synth_qtc_ms": "Bazett-corrected QT in ms",
     "synth_qrs_axis": "measured frontal QRS axis in degrees",
     "synth_pvc_count": "premature ventricular complexes in the strip",
+    "synth_pac_count": "premature atrial complexes in the strip",
     "synth_lvh_strain": "LVH with lateral repolarisation abnormality (bool)",
     "synth_ste_territory": "none / anterior (V1-V4) / inferior (II, III, aVF) / lateral (I, aVL, V5-V6)",
     "synth_twi_territory": "T-wave inversion territory, as above",
@@ -175,24 +198,25 @@ def _box_str(box) -> str | None:
     return None if box is None else ",".join(f"{v:.3f}" for v in box)
 
 
+# Patient fields copied as ``synth_<field>`` (COLUMNS documents each); the rest is derived or measured
+_PATIENT_META = (
+    "age", "sex", "view", "effusion_side", "effusion_size", "pneumothorax_side", "pneumothorax_size",
+    "atelectasis_side", "lung_volumes", "device", "device_side", "device_leads", "cabg_clips", "line",
+    "line_tip", "ett_cm", "abdominal_clips", "granuloma", "scoliosis", "elevated_hemidiaphragm", "nodule",
+    "nodule_mm", "rib_fracture", "shoulder_arthroplasty", "rhythm", "lvh_strain", "ste_territory",
+    "twi_territory", "q_territory",
+)  # fmt: skip
+
+
 def patient_row(s: SyntheticSample) -> dict:
     """Labels and ``synth_*`` metadata of one rendered patient (no paths, split or reports)."""
     p, m = s.patient, s.measurements
-    row = {
-        "synth_index": s.index, "synth_age": p.age, "synth_sex": p.sex, "synth_view": p.view,
-        "synth_ctr": round(p.ctr, 4), "synth_cardiomegaly_grade": p.cardiomegaly_grade,
-        "synth_effusion_side": p.effusion_side, "synth_effusion_size": p.effusion_size,
-        "synth_pneumothorax_side": p.pneumothorax_side, "synth_pneumothorax_size": p.pneumothorax_size,
-        "synth_atelectasis_side": p.atelectasis_side, "synth_lung_volumes": p.lung_volumes,
-        "synth_device": p.device, "synth_device_side": p.device_side, "synth_device_leads": p.device_leads,
-        "synth_cabg_clips": p.cabg_clips, "synth_line": p.line, "synth_line_tip": p.line_tip,
-        "synth_ett_cm": p.ett_cm, "synth_abdominal_clips": p.abdominal_clips, "synth_granuloma": p.granuloma,
-        "synth_scoliosis": p.scoliosis, "synth_rhythm": p.rhythm, "synth_heart_rate": m["rate"],
-        "synth_pr_ms": m["pr"] or 0, "synth_qrs_ms": m["qrs"], "synth_qt_ms": m["qt"], "synth_qtc_ms": m["qtc"],
-        "synth_qrs_axis": m["axis"], "synth_pvc_count": p.pvc, "synth_lvh_strain": p.lvh_strain,
-        "synth_ste_territory": p.ste_territory, "synth_twi_territory": p.twi_territory,
-        "synth_q_territory": p.q_territory,
-    }  # fmt: skip
+    row = {f"synth_{f}": getattr(p, f) for f in _PATIENT_META}
+    row.update(
+        synth_index=s.index, synth_ctr=round(p.ctr, 4), synth_cardiomegaly_grade=p.cardiomegaly_grade,
+        synth_heart_rate=m["rate"], synth_pr_ms=m["pr"] or 0, synth_qrs_ms=m["qrs"], synth_qt_ms=m["qt"],
+        synth_qtc_ms=m["qtc"], synth_qrs_axis=m["axis"], synth_pvc_count=p.pvc, synth_pac_count=p.pac,
+    )  # fmt: skip
     for k in ("heart", "effusion", "pneumothorax", "device"):
         row[f"synth_{k}_box"] = _box_str(s.boxes.get(k))
     for name, (fn, _) in LABELS.items():
@@ -204,7 +228,8 @@ def _make_one(task: tuple) -> dict:
     """Worker: render patient ``index``, write its files, return its manifest row (without split)."""
     from PIL import Image
 
-    from moreclip.data.synth_ecg import FS, write_wfdb16
+    from moreclip.data.synth_ecg import FS
+    from moreclip.data.synth_wfdb import write_wfdb16
 
     root, seed, index, image_size, has_xray, has_ecg = task
     s = render_patient(seed, index, image_size, xray=has_xray)

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from moreclip.config import MODALITIES, DataConfig, load_config
-from moreclip.data.augment import ecg_jitter, ecg_time_crop, shuffle_sentences, xray_resized_crop
+from moreclip.data.augment import (
+    apply_ecg_jitter,
+    ecg_time_crop,
+    sample_ecg_jitter,
+    shuffle_sentences,
+    xray_resized_crop,
+)
+from moreclip.data.batch import finalize_batch
 from moreclip.data.cache import open_cache
 from moreclip.data.dataset import MoreDataset, build_dataset, collate, make_dataloader
 from moreclip.data.manifest import read_manifest, write_manifest
@@ -92,6 +99,25 @@ def test_collate_of_items_equals_the_batched_path_and_masks_are_right(cohort):
     assert collate(batch) is batch  # a prebuilt batch passes through
 
 
+def test_workers_ship_compact_batches_that_finish_to_the_same_tensors(cohort):
+    manifest, cache, cfg = cohort
+    ds = MoreDataset(open_cache(cache), cfg, augment=True)
+    torch.manual_seed(0)
+    compact = ds.__getitems__([3, 0, 5])
+    assert compact["xray_u8"].dtype == np.uint8 and compact["xray_u8"].shape == (3, 1, 32, 32)
+    assert compact["ecg_f16"].dtype == np.float16 and compact["ecg_f16"].shape == (3, 12, 1000)
+    assert compact["aug"]["ecg"]["drop"].shape == (3, 12)
+    torch.manual_seed(0)
+    done = ds.get_batch([3, 0, 5])
+    finished = finalize_batch(compact)
+    for k in ("index", "xray", "ecg", "labels"):
+        assert torch.equal(finished[k].nan_to_num(-9), done[k].nan_to_num(-9)), k
+    for m in MODALITIES:
+        assert torch.equal(finished["mask"][m], done["mask"][m])
+    assert finished["sample_id"] == done["sample_id"] and finished["xray_report"] == done["xray_report"]
+    assert collate(compact)["xray"].dtype == torch.float32  # collate finishes a compact batch too
+
+
 def test_cache_and_raw_files_give_identical_tensors(cohort):
     manifest, cache, cfg = cohort
     fast = MoreDataset(open_cache(cache), cfg, augment=True)
@@ -149,7 +175,7 @@ def test_dataloader_workers_are_seeded_and_cover_each_sample_once(cohort):
 
     def epoch(seed: int) -> list[dict]:
         loader = make_dataloader(ds, 3, shuffle=True, num_workers=2, seed=seed, drop_last=False)
-        assert loader.persistent_workers and not loader.pin_memory
+        assert loader.loader.persistent_workers and not loader.loader.pin_memory
         return list(loader)
 
     a, b, c = epoch(5), epoch(5), epoch(6)
@@ -179,11 +205,15 @@ def test_batch_augmentations_keep_shapes_and_bounds():
     ramp = torch.linspace(0, 1, 500).repeat(2, 12, 1)
     r = ecg_time_crop(ramp, rng, 0.5)
     assert (r.diff(dim=-1) >= -1e-6).all() and r.min() >= 0 and r.max() <= 1
-    z = ecg_jitter(torch.ones(64, 12, 100), rng, scale=(1, 1), noise=0.0, lead_dropout=0.5)
+    params = sample_ecg_jitter(rng, 64, 12, scale=(1, 1), noise=0.0, lead_dropout=0.5)
+    z = apply_ecg_jitter(torch.ones(64, 12, 100), params)
     dropped = (z == 0).all(-1)
-    assert 0.3 < dropped.float().mean() < 0.7 and not dropped.all(-1).any()
+    assert torch.equal(dropped, torch.from_numpy(params["drop"])) and 0.3 < dropped.float().mean() < 0.7
+    assert not dropped.all(-1).any()
+    noisy = apply_ecg_jitter(torch.zeros(8, 12, 1000), sample_ecg_jitter(rng, 8, 12, (2, 2), 0.1, 0.0))
+    assert 0.09 < noisy.std() < 0.11 and not torch.equal(noisy[0], noisy[1])
     img = np.random.default_rng(1).integers(0, 255, (3, 40, 40), dtype=np.uint8)
-    out = xray_resized_crop(img, rng, 0.6)
+    out = xray_resized_crop(img.copy(), rng, 0.6)
     assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
 
 

@@ -1,15 +1,20 @@
-"""Train-time augmentations, applied to whole batches (cheap per sample); the Dataset turns them off at eval.
+"""Train-time augmentations, applied to whole batches; the Dataset turns them off at eval.
 
-All take a ``numpy.random.Generator`` so a batch is reproducible from one seed. Defaults live in
+Work is split in two so that DataLoader workers ship compact batches (``uint8`` X-rays, ``float16``
+ECGs): geometric augmentations run in the worker on the compact arrays, and the random parameters of
+the intensity augmentations are drawn there and applied after the float conversion (in the main
+process or on the GPU, see :func:`moreclip.data.batch.finalize_batch`). Every random draw comes from one
+``numpy.random.Generator`` per batch, so a batch is reproducible from one seed. Defaults live in
 :class:`moreclip.config.AugmentConfig`:
 
 - ECG, before per-lead normalisation: :func:`ecg_time_crop` -- a random window of ``ecg_crop``..100 % of
-  the record, linearly resized back to ``T`` (a crop plus a mild time stretch; no longer signal is
-  needed, so the cache stays ``T`` long). After normalisation: :func:`ecg_jitter` -- amplitude scaling
-  per sample, additive Gaussian noise, and lead dropout (whole leads zeroed, never all of them).
+  the record, linearly resized back to ``T`` (a crop plus a mild time stretch, so no longer signal is
+  needed). After normalisation: amplitude scaling per sample, additive Gaussian noise, and lead dropout
+  (whole leads zeroed, never all of them) -- :func:`sample_ecg_jitter` / :func:`apply_ecg_jitter`.
 - X-ray: :func:`xray_resized_crop` -- a random crop of ``xray_crop``..100 % of the area (aspect ratio in
-  ``xray_ratio``) resized back to ``S x S``; :func:`xray_brightness_contrast` on [0, 1] grey values.
-  No horizontal flip: it would move the heart to the wrong side.
+  ``xray_ratio``) resized back to ``S x S``; brightness and contrast on [0, 1] grey values
+  (:func:`sample_brightness_contrast` / :func:`apply_brightness_contrast`). No horizontal flip: it would
+  move the heart to the wrong side.
 - Text: :func:`shuffle_sentences` -- sentences shuffled and sometimes dropped within each section
   (``FINDINGS:``, ``IMPRESSION:``, ...), so negations stay inside their sentence.
 """
@@ -21,8 +26,10 @@ import re
 import numpy as np
 import torch
 
-_NOISE_BANK: dict[int, torch.Tensor] = {}
+NOISE_BANK_SIZE = 1 << 22
+_NOISE_BANK: dict[str, torch.Tensor] = {}
 _SECTION = re.compile(r"(?=\b[A-Z][A-Z /&-]{2,}:)")
+_HEADER = re.compile(r"([A-Z][A-Z /&-]{2,}:)\s*")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -30,55 +37,19 @@ def ecg_time_crop(x: torch.Tensor, rng: np.random.Generator, min_fraction: float
     """Random window of ``U(min_fraction, 1) * T`` samples per sample, linearly resized back to ``T``.
 
     Args:
-        x: ``(B, L, T)`` float, modified in place and returned.
+        x: ``(B, L, T)`` float tensor (float16 is computed in float32), modified in place and returned.
         min_fraction: smallest window as a fraction of ``T``; ``>= 1`` is a no-op.
     """
     if min_fraction >= 1:
         return x
     t = x.shape[-1]
     lengths = np.round(rng.uniform(min_fraction, 1.0, len(x)) * t).astype(int).clip(2, t)
-    for b, n in enumerate(lengths):
+    starts = [int(rng.integers(0, t - n + 1)) for n in lengths]
+    for b, (n, s) in enumerate(zip(lengths, starts)):
         if n == t:
             continue
-        s = int(rng.integers(0, t - n + 1))
-        window = x[b : b + 1, :, s : s + n]
+        window = x[b : b + 1, :, s : s + n].float()
         x[b] = torch.nn.functional.interpolate(window, size=t, mode="linear", align_corners=True)[0]
-    return x
-
-
-def _noise_bank(numel: int) -> torch.Tensor:
-    """A per-process bank of standard normal noise; batches take random slices of it (much cheaper
-    than drawing fresh noise for every sample, and statistically the same for augmentation)."""
-    bank = _NOISE_BANK.get(numel)
-    if bank is None:
-        g = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        bank = _NOISE_BANK[numel] = torch.randn(max(1 << 22, 4 * numel), generator=g)
-    return bank
-
-
-def ecg_jitter(
-    x: torch.Tensor,
-    rng: np.random.Generator,
-    scale: tuple[float, float] = (0.8, 1.2),
-    noise: float = 0.05,
-    lead_dropout: float = 0.1,
-) -> torch.Tensor:
-    """Amplitude scaling (one factor per sample), Gaussian noise of std ``noise``, and lead dropout.
-
-    Args:
-        x: ``(B, L, T)`` normalised ECGs, modified in place and returned.
-    """
-    b, leads, t = x.shape
-    if scale[0] != 1 or scale[1] != 1:
-        x.mul_(torch.from_numpy(rng.uniform(scale[0], scale[1], (b, 1, 1)).astype(np.float32)))
-    if noise > 0:
-        bank = _noise_bank(leads * t)
-        for i, off in enumerate(rng.integers(0, bank.numel() - leads * t, b)):
-            x[i].add_(bank[off : off + leads * t].view(leads, t), alpha=noise)
-    if lead_dropout > 0:
-        drop = rng.random((b, leads)) < lead_dropout
-        drop[drop.all(axis=1)] = False  # never every lead
-        x.masked_fill_(torch.from_numpy(drop)[:, :, None], 0.0)
     return x
 
 
@@ -88,46 +59,93 @@ def xray_resized_crop(
     """Random crop of ``U(min_area, 1)`` of the area and aspect ratio in ``ratio``, resized back (bilinear).
 
     Args:
-        img: ``(B, S, S)`` uint8 (not modified).
-
-    Returns:
-        ``(B, S, S)`` uint8; ``img`` itself when ``min_area >= 1``.
+        img: ``(B, S, S)`` uint8, modified in place and returned (a no-op when ``min_area >= 1``).
     """
     import cv2
 
     if min_area >= 1:
         return img
     n, h, w = img.shape
-    out = np.empty_like(img)
     areas = rng.uniform(min_area, 1.0, n)
     ratios = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), n))
     for i in range(n):
         ch = int(min(h, round(h * np.sqrt(areas[i] / ratios[i]))))
         cw = int(min(w, round(w * np.sqrt(areas[i] * ratios[i]))))
         y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        out[i] = cv2.resize(img[i, y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
-    return out
+        img[i] = cv2.resize(img[i, y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    return img
 
 
-def xray_brightness_contrast(
-    x: np.ndarray, rng: np.random.Generator, brightness: float = 0.1, contrast: float = 0.1
-) -> np.ndarray:
-    """``(x - mean) * U(1-c, 1+c) + mean + U(-b, b)``, clipped to [0, 1], per image.
+def sample_brightness_contrast(
+    rng: np.random.Generator, n: int, brightness: float = 0.1, contrast: float = 0.1
+) -> dict[str, np.ndarray]:
+    """Per image: ``contrast`` factor ``U(1-c, 1+c)`` and ``brightness`` shift ``U(-b, b)``, each ``(n,)``."""
+    return {
+        "contrast": rng.uniform(1 - contrast, 1 + contrast, n).astype(np.float32),
+        "brightness": rng.uniform(-brightness, brightness, n).astype(np.float32),
+    }
+
+
+def apply_brightness_contrast(x: torch.Tensor, params: dict[str, np.ndarray]) -> torch.Tensor:
+    """``(x - mean) * contrast + mean + brightness``, clipped to [0, 1], per image.
 
     Args:
-        x: ``(B, ...)`` float32 grey values in [0, 1], modified in place and returned.
+        x: ``(B, ...)`` float grey values in [0, 1], modified in place and returned.
     """
-    if brightness <= 0 and contrast <= 0:
-        return x
-    n = len(x)
-    shape = (n,) + (1,) * (x.ndim - 1)
-    mean = x.reshape(n, -1).mean(axis=1).reshape(shape)
-    c = rng.uniform(1 - contrast, 1 + contrast, shape).astype(np.float32)
-    b = rng.uniform(-brightness, brightness, shape).astype(np.float32)
-    x -= mean
-    x *= c
-    x += mean + b
-    np.clip(x, 0.0, 1.0, out=x)
+    shape = (len(x),) + (1,) * (x.dim() - 1)
+    mean = x.reshape(len(x), -1).mean(dim=1).view(shape)
+    c = torch.as_tensor(params["contrast"], device=x.device).view(shape)
+    b = torch.as_tensor(params["brightness"], device=x.device).view(shape)
+    return x.sub_(mean).mul_(c).add_(mean + b).clamp_(0.0, 1.0)
+
+
+def sample_ecg_jitter(
+    rng: np.random.Generator,
+    n: int,
+    leads: int,
+    scale: tuple[float, float] = (0.8, 1.2),
+    noise: float = 0.05,
+    lead_dropout: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """Per sample: amplitude ``scale`` ``(n,)``, noise std ``(n,)``, offsets into the noise bank ``(n,)``,
+    and the leads to drop ``(n, leads)`` (never all of them)."""
+    drop = rng.random((n, leads)) < lead_dropout
+    drop[drop.all(axis=1)] = False
+    return {
+        "scale": rng.uniform(scale[0], scale[1], n).astype(np.float32),
+        "noise": np.full(n, noise, dtype=np.float32),
+        "noise_offset": rng.integers(0, NOISE_BANK_SIZE, n),
+        "drop": drop,
+    }
+
+
+def noise_bank(device: torch.device | str = "cpu") -> torch.Tensor:
+    """A fixed bank of standard normal noise (seed 0) per device; batches add random slices of it, which
+    is much cheaper than fresh noise per sample and, for augmentation, statistically the same."""
+    key = str(device)
+    bank = _NOISE_BANK.get(key)
+    if bank is None:
+        bank = torch.randn(NOISE_BANK_SIZE * 2, generator=torch.Generator().manual_seed(0))
+        bank = _NOISE_BANK[key] = bank.to(device)
+    return bank
+
+
+def apply_ecg_jitter(x: torch.Tensor, params: dict[str, np.ndarray]) -> torch.Tensor:
+    """Scale, add noise and drop leads as drawn by :func:`sample_ecg_jitter`.
+
+    Args:
+        x: ``(B, L, T)`` normalised ECGs, modified in place and returned.
+    """
+    b, leads, t = x.shape
+    x.mul_(torch.as_tensor(params["scale"], device=x.device).view(b, 1, 1))
+    bank = noise_bank(x.device)
+    offsets = np.asarray(params["noise_offset"]) % (bank.numel() - leads * t)
+    for i, (off, std) in enumerate(zip(offsets.tolist(), np.asarray(params["noise"]).tolist())):
+        if std > 0:
+            x[i].add_(bank[off : off + leads * t].view(leads, t), alpha=std)
+    drop = torch.as_tensor(params["drop"], device=x.device)
+    if drop.any():
+        x[drop] = 0.0  # writes only the dropped leads
     return x
 
 
@@ -143,7 +161,7 @@ def shuffle_sentences(text: str, rng: np.random.Generator, shuffle: float = 0.5,
         if not section:
             continue
         header, body = "", section
-        m = re.match(r"([A-Z][A-Z /&-]{2,}:)\s*", section)
+        m = _HEADER.match(section)
         if m:
             header, body = m.group(1), section[m.end() :]
         sentences = [s for s in _SENTENCE.split(body) if s]

@@ -13,18 +13,18 @@ and a batch (``collate(items)``) has the same keys with ``index`` LongTensor ``(
 the reports as lists, ``xray`` ``(B, 1, S, S)``, ``ecg`` ``(B, 12, T)``, each mask a BoolTensor ``(B,)``,
 ``labels`` ``(B, L)``.
 
-Speed: the DataLoader asks for a whole batch at once (``__getitems__``), which reads the memory maps with
-one sorted fancy index, converts and normalises with a few vectorised ops, and augments the batch (see
-:mod:`moreclip.data.augment`); that batch goes straight through :func:`collate`. Use :func:`collate` (as
-:func:`make_dataloader` does), not torch's default collate. The raw path decodes each record with the same
-:mod:`moreclip.data.preprocess` functions ``prepare`` uses and rounds ECGs to float16 like the cache, so
-both paths give identical tensors.
+Speed: the DataLoader asks for whole batches (``__getitems__`` -> :meth:`MoreDataset.compact_batch`): one
+gather from each memory map into shared memory, geometric augmentation on the ``uint8``/``float16``
+arrays, and the random parameters of the rest; :func:`~moreclip.data.batch.finalize_batch` then converts,
+normalises and augments the batch in the consuming process or on the GPU. Use :func:`make_dataloader`
+(or a DataLoader with ``collate_fn=collate``), not torch's default collate. The raw path decodes each
+record with the :mod:`moreclip.data.preprocess` functions ``prepare`` uses and rounds ECGs to float16
+like the cache, so both paths give identical tensors.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,22 +33,15 @@ import torch
 
 from moreclip.config import MODALITIES, DataConfig
 from moreclip.data import augment as A
+from moreclip.data.batch import finalize_batch, make_dataloader
 from moreclip.data.cache import Cache, open_cache
 from moreclip.data.manifest import SPLITS, Manifest, read_manifest
-from moreclip.data.preprocess import PreprocessOptions, load_ecg, load_xray, normalize_leads
+from moreclip.data.preprocess import PreprocessOptions, load_ecg, load_xray
 from moreclip.errors import ConfigError, RecordError
 
+__all__ = ["MoreDataset", "build_dataset", "collate", "finalize_batch", "make_dataloader"]
 log = logging.getLogger(__name__)
 _BAKED = ("xray_fit", "clahe", "clahe_clip", "clahe_tiles", "ecg_bandpass", "ecg_baseline")
-
-
-def _alloc(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """An uninitialised tensor; in a DataLoader worker it is created in shared memory (no copy on send)."""
-    if torch.utils.data.get_worker_info() is not None:
-        numel = int(np.prod(shape))
-        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
-        return torch.empty(0, dtype=dtype).new(storage).view(shape)
-    return torch.empty(shape, dtype=dtype)
 
 
 class MoreDataset(torch.utils.data.Dataset):
@@ -132,19 +125,17 @@ class MoreDataset(torch.utils.data.Dataset):
         return self.options.ecg_length
 
     # ----------------------------------------------------------------------------------- reading
-    def _read_cache(self, rows: np.ndarray, modality: str) -> np.ndarray | None:
-        if modality not in self.cache.modalities:
-            return None
-        order = np.argsort(rows, kind="stable")
-        data = self.cache.array(modality)[rows[order]]  # one sorted gather from the memory map
-        out = np.empty_like(data)
-        out[order] = data
-        return out
+    def _read_cache(self, rows: np.ndarray, modality: str, out: np.ndarray) -> None:
+        if modality in self.cache.modalities:
+            np.take(self.cache.array(modality), rows, axis=0, out=out)  # one gather from the memory map
+        else:
+            out.fill(0)
 
-    def _read_raw(self, rows: np.ndarray, mask: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        s, t = self.image_size, self.ecg_length
-        xray = np.zeros((len(rows), s, s), np.uint8)
-        ecg = np.zeros((len(rows), 12, t), np.float16)
+    def _read_raw(
+        self, rows: np.ndarray, mask: dict[str, np.ndarray], xray: np.ndarray, ecg: np.ndarray
+    ) -> None:
+        xray.fill(0)
+        ecg.fill(0)
         for j, row in enumerate(rows):
             for modality, path, load in (
                 ("xray", self.manifest.xray_file(int(row)), load_xray),
@@ -165,74 +156,66 @@ class MoreDataset(torch.utils.data.Dataset):
                 if modality == "xray":
                     xray[j] = value
                 else:
-                    ecg[j] = value[0]  # float16 like the cache
+                    ecg[j] = value[0]  # float16, like the cache
                     if value[1] and int(row) not in self._nan_logged:
                         self._nan_logged.add(int(row))
                         log.warning("row %d: %d NaN ECG samples set to 0 (%s)", row, value[1], path)
-        return xray, ecg
 
     def _rng(self) -> np.random.Generator:
         # torch's RNG is seeded per worker and epoch by the DataLoader (and by torch.manual_seed in-process)
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     # ----------------------------------------------------------------------------------- batches
-    def get_batch(self, indices: Sequence[int]) -> dict[str, Any]:
-        """The collated batch of dataset positions ``indices`` (see the module docstring)."""
+    def compact_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The batch of dataset positions ``indices`` in compact form (what DataLoader workers ship).
+
+        Holds numpy ``xray_u8`` uint8 ``(B, 1, S, S)`` and ``ecg_f16`` float16 ``(B, 12, T)`` after the geometric
+        augmentations, the drawn intensity-augmentation parameters (``aug``) and the normalisation
+        (``norm``); :func:`~moreclip.data.batch.finalize_batch` turns it into the batch contract.
+        """
         pos = np.asarray(indices, dtype=np.int64)
         rows = self.rows[pos]
         n, cfg, aug = len(pos), self.cfg, self.cfg.aug
         mask = {m: self.present[m][pos].copy() for m in MODALITIES}
+        xray = np.empty((n, 1, self.image_size, self.image_size), np.uint8)
+        ecg = np.empty((n, 12, self.ecg_length), np.float16)
         if self.cache is not None:
-            xray_u8, ecg_f16 = self._read_cache(rows, "xray"), self._read_cache(rows, "ecg")
+            self._read_cache(rows, "xray", xray[:, 0])
+            self._read_cache(rows, "ecg", ecg)
         else:
-            xray_u8, ecg_f16 = self._read_raw(rows, mask)
-        rng = self._rng() if self.augment else None
-
-        s = self.image_size
-        xray = _alloc((n, 1, s, s))
-        xv = xray.numpy()[:, 0]
-        if xray_u8 is None or not mask["xray"].any():
-            xv.fill(0)
-        else:
-            if rng is not None:
-                xray_u8 = A.xray_resized_crop(xray_u8, rng, aug.xray_crop, aug.xray_ratio)
-            np.multiply(xray_u8, np.float32(1 / 255), out=xv)
-            if rng is not None:
-                A.xray_brightness_contrast(xv, rng, aug.xray_brightness, aug.xray_contrast)
-            xv -= np.float32(cfg.xray_mean)
-            xv *= np.float32(1 / cfg.xray_std)
-            xv[~mask["xray"]] = 0
-
-        ecg = _alloc((n, 12, self.ecg_length))
-        if ecg_f16 is None or not mask["ecg"].any():
-            ecg.zero_()
-        else:
-            ecg.copy_(torch.from_numpy(ecg_f16))
-            if rng is not None:
-                A.ecg_time_crop(ecg, rng, aug.ecg_crop)
-            normalize_leads(ecg.numpy(), cfg.ecg_norm)
-            if rng is not None:
-                A.ecg_jitter(ecg, rng, aug.ecg_scale, aug.ecg_noise, aug.ecg_lead_dropout)
-            ecg[torch.from_numpy(~mask["ecg"])] = 0
-
-        reports = {}
-        for m in ("xray_report", "ecg_report"):
-            texts = self.reports[m][pos].tolist()
-            if rng is not None:
-                texts = [A.shuffle_sentences(t, rng, aug.text_shuffle, aug.text_drop) for t in texts]
-            reports[m] = texts
+            self._read_raw(rows, mask, xray[:, 0], ecg)
+        reports = {m: self.reports[m][pos].tolist() for m in ("xray_report", "ecg_report")}
+        params = None
+        if self.augment:
+            rng = self._rng()
+            A.xray_resized_crop(xray[:, 0], rng, aug.xray_crop, aug.xray_ratio)
+            A.ecg_time_crop(torch.from_numpy(ecg), rng, aug.ecg_crop)
+            params = {
+                "xray": A.sample_brightness_contrast(rng, n, aug.xray_brightness, aug.xray_contrast),
+                "ecg": A.sample_ecg_jitter(rng, n, 12, aug.ecg_scale, aug.ecg_noise, aug.ecg_lead_dropout),
+            }
+            for m, texts in reports.items():
+                reports[m] = [A.shuffle_sentences(t, rng, aug.text_shuffle, aug.text_drop) for t in texts]
+        # numpy arrays travel from DataLoader workers by value through the pipe, which costs less CPU
+        # than torch's shared-memory tensors (fresh shared pages fault on both sides, every batch)
         return {
-            "index": torch.from_numpy(rows),
+            "index": rows,
             "sample_id": self.sample_ids[pos].tolist(),
-            "xray": xray,
-            "ecg": ecg,
+            "xray_u8": xray,
+            "ecg_f16": ecg,
             **reports,
-            "mask": {m: torch.from_numpy(mask[m]) for m in MODALITIES},
-            "labels": torch.from_numpy(np.ascontiguousarray(self.labels[pos])),
+            "mask": mask,
+            "labels": np.ascontiguousarray(self.labels[pos]),
+            "aug": params,
+            "norm": {"ecg": cfg.ecg_norm, "xray_mean": cfg.xray_mean, "xray_std": cfg.xray_std},
         }
 
+    def get_batch(self, indices: Sequence[int], device: torch.device | str | None = None) -> dict[str, Any]:
+        """The finished batch of dataset positions ``indices`` (see the module docstring)."""
+        return finalize_batch(self.compact_batch(indices), device)
+
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
-        return self.get_batch(indices)
+        return self.compact_batch(indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):
@@ -251,9 +234,9 @@ class MoreDataset(torch.utils.data.Dataset):
 
 
 def collate(items: Sequence[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
-    """Stack items into a batch; a batch that :meth:`MoreDataset.get_batch` already built passes through."""
+    """Stack items into a batch; a compact batch (from ``__getitems__``) is finished, a finished one passes."""
     if isinstance(items, dict):
-        return items
+        return finalize_batch(items)
     if not items:
         raise ValueError("collate() needs at least one item")
     return {
@@ -282,68 +265,3 @@ def build_dataset(
     if cfg.manifest:
         return MoreDataset(read_manifest(cfg.manifest), cfg, split, aug, strict=strict)
     raise ConfigError("data.cache or data.manifest must be set")
-
-
-def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs."""
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def make_dataloader(
-    dataset: MoreDataset,
-    batch_size: int | None = None,
-    *,
-    shuffle: bool | None = None,
-    num_workers: int | None = None,
-    seed: int = 0,
-    drop_last: bool | None = None,
-    distributed: bool | None = None,
-    pin_memory: bool | None = None,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader that fetches whole batches (:meth:`MoreDataset.get_batch`) in seeded, persistent workers.
-
-    Args:
-        batch_size: default ``dataset.cfg.batch_size``.
-        shuffle: default True for the train split; drop_last defaults to the same.
-        num_workers: default ``dataset.cfg.num_workers``.
-        seed: seeds the shuffling and every worker's augmentation RNG (reproducible runs).
-        distributed: shard with a DistributedSampler (default: when torch.distributed is initialised);
-            call ``loader.sampler.set_epoch(epoch)`` each epoch.
-        pin_memory: default: when CUDA is available.
-    """
-    batch_size = batch_size or dataset.cfg.batch_size
-    shuffle = dataset.split == "train" if shuffle is None else shuffle
-    drop_last = shuffle if drop_last is None else drop_last
-    workers = dataset.cfg.num_workers if num_workers is None else num_workers
-    if distributed is None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    sampler = None
-    if distributed:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )
-    if len(dataset) == 0:
-        raise ConfigError(f"{dataset!r} has no samples")
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        drop_last=drop_last,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        worker_init_fn=worker_init if workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )

@@ -158,10 +158,10 @@ def normalize_leads(x: np.ndarray, mode: str, eps: float = 1e-6) -> np.ndarray:
     if mode == "none":
         return x
     if mode == "zscore":
-        mean = x.mean(axis=-1, keepdims=True)
-        x -= mean
-        std = np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True))
-        x /= std + eps
+        t = x.shape[-1]
+        x -= np.add.reduce(x, axis=-1, keepdims=True) / t
+        var = np.einsum("...t,...t->...", x, x)[..., None] / t  # no temporary of x's size
+        x *= 1.0 / (np.sqrt(var) + eps)
         return x
     if mode == "minmax":
         lo = x.min(axis=-1, keepdims=True)

@@ -76,7 +76,6 @@ def finalize_batch(
         return out
     norm, aug = batch["norm"], batch["aug"]
     mask = {m: move(batch["mask"][m]) for m in MODALITIES}
-    n = len(batch["index"])
 
     u8 = move(batch["xray_u8"])
     if aug is None:  # (x / 255 - mean) / std in two passes
@@ -85,13 +84,13 @@ def finalize_batch(
         xray = A.apply_brightness_contrast(torch.mul(u8, 1 / 255), aug["xray"])
         xray.sub_(norm["xray_mean"]).mul_(1 / norm["xray_std"])
     if not mask["xray"].all():
-        xray.masked_fill_(~mask["xray"].view(n, 1, 1, 1), 0.0)
+        xray[~mask["xray"]] = 0.0  # writes only the absent rows
 
     ecg = normalize_leads_(move(batch["ecg_f16"]).float(), norm["ecg"])
     if aug is not None:
         A.apply_ecg_jitter(ecg, aug["ecg"])
     if not mask["ecg"].all():
-        ecg.masked_fill_(~mask["ecg"].view(n, 1, 1), 0.0)
+        ecg[~mask["ecg"]] = 0.0
     return {
         "index": move(batch["index"]),
         "sample_id": batch["sample_id"],

@@ -233,3 +233,20 @@ def test_sentence_shuffling_stays_inside_sections():
         shuffle_sentences("", rng) == ""
         and shuffle_sentences("Sinus rhythm.", rng, 1.0, 0.9) == "Sinus rhythm."
     )
+
+
+def test_a_modality_nobody_has_gets_no_array_and_reads_as_absent(tmp_path):
+    rows = []
+    for i in range(3):
+        make_png(tmp_path / "xray" / f"s{i}.png", size=40, seed=i)
+        rows.append(
+            {"sample_id": f"s{i}", "subject_id": f"p{i}", "split": "test", "xray_path": f"xray/s{i}.png"}
+        )
+    manifest = write_manifest(pd.DataFrame(rows), tmp_path / "manifest.parquet")
+    cfg = DataConfig(image_size=32)
+    prepare_cache(manifest, tmp_path / "cache", PreprocessOptions.from_config(cfg), progress=False)
+    assert not (tmp_path / "cache" / "ecg.npy").exists()
+    b = MoreDataset(open_cache(tmp_path / "cache"), cfg).get_batch([0, 2])
+    assert b["ecg"].shape == (2, 12, 1000) and not b["ecg"].any() and not b["mask"]["ecg"].any()
+    assert b["mask"]["xray"].all() and b["xray"].any() and b["labels"].shape == (2, 0)
+    assert b["xray_report"] == ["", ""] and not b["mask"]["xray_report"].any()

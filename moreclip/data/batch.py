@@ -172,7 +172,7 @@ def make_dataloader(
     drop_last: bool | None = None,
     distributed: bool | None = None,
     device: torch.device | str | None = None,
-    pin_memory: bool | None = None,
+    pin_memory: bool = False,
 ) -> MoreLoader:
     """Batches of a :class:`~moreclip.data.dataset.MoreDataset`, built in seeded, persistent workers.
 
@@ -183,8 +183,10 @@ def make_dataloader(
         seed: seeds the shuffling and, through torch, every worker's augmentation RNG.
         distributed: shard with a DistributedSampler (default: when torch.distributed is initialised);
             call ``loader.set_epoch(epoch)`` every epoch.
-        device: where batches are finished and returned (e.g. ``"cuda"``); default CPU.
-        pin_memory: default: when ``device`` is a CUDA device.
+        device: where batches are finished and returned (e.g. ``"cuda"``); default CPU. The compact
+            batch (numpy) is copied there as is, which is 2.5x fewer bytes than the finished batch.
+        pin_memory: forwarded to the DataLoader (default False: it pins tensors only, and compact
+            batches are numpy arrays).
     """
     batch_size = batch_size or dataset.cfg.batch_size
     shuffle = dataset.split == "train" if shuffle is None else shuffle
@@ -199,7 +201,6 @@ def make_dataloader(
         sampler = torch.utils.data.DistributedSampler(
             dataset, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
-    cuda = device is not None and torch.device(device).type == "cuda"
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
@@ -208,10 +209,10 @@ def make_dataloader(
         num_workers=workers,
         collate_fn=_keep_compact,
         drop_last=drop_last,
-        pin_memory=cuda if pin_memory is None else pin_memory,
+        pin_memory=bool(pin_memory),
         worker_init_fn=worker_init if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
-    return MoreLoader(loader, device, non_blocking=cuda)
+    return MoreLoader(loader, device)

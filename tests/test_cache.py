@@ -183,3 +183,26 @@ def test_strict_aborts_on_the_first_bad_record(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--strict" in err and "Traceback" not in err
+
+
+def test_prepare_takes_its_options_from_a_config_file_and_flags_win(tmp_path):
+    manifest = _cohort(tmp_path / "cohort", n=3)
+    (tmp_path / "c.yaml").write_text("data:\n  image_size: 40\n  ecg_rate: 250\n  clahe: true\n")
+    args = [
+        "-q",
+        "prepare",
+        str(manifest),
+        "--out",
+        str(tmp_path / "cache"),
+        "--config",
+        str(tmp_path / "c.yaml"),
+    ]
+    assert main([*args, "--ecg-rate", "200", "--fit", "crop"]) == 0
+    c = open_cache(tmp_path / "cache")
+    assert (c.options.image_size, c.options.ecg_rate, c.options.clahe, c.options.xray_fit) == (
+        40,
+        200,
+        True,
+        "crop",
+    )
+    assert c.array("ecg").shape == (3, 12, 2000) and c.array("xray").shape == (3, 40, 40)

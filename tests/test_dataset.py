@@ -157,6 +157,7 @@ def test_augmentation_only_in_training_and_masks_survive_it(cohort):
     train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     assert train.augment and not val.augment and len(train) == 8 and len(val) == 4
     assert not build_dataset(cfg, "train", augment=False).augment
+    assert not MoreDataset(open_cache(cache), cfg, "test", augment=True).augment
     v1, v2 = val.get_batch(range(4)), val.get_batch(range(4))
     assert torch.equal(v1["xray"], v2["xray"]) and torch.equal(v1["ecg"], v2["ecg"])
     t1, t2 = train.get_batch(range(8)), train.get_batch(range(8))

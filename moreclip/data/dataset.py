@@ -51,7 +51,7 @@ class MoreDataset(torch.utils.data.Dataset):
         source: an open cache (fast path) or a manifest (decodes raw files per batch).
         cfg: the data config (image size, ECG rate/length, normalisation, augmentation).
         split: ``train`` / ``val`` / ``test``, or None for every row.
-        augment: train-time augmentation (see :mod:`moreclip.data.augment`).
+        augment: train-time augmentation (see :mod:`moreclip.data.augment`); ignored for val/test.
         strict: raw path only: raise on a bad record instead of logging it and masking it out.
 
     Attributes:
@@ -67,7 +67,8 @@ class MoreDataset(torch.utils.data.Dataset):
         strict: bool = False,
     ):
         self.cfg = cfg or DataConfig()
-        self.split, self.augment, self.strict = split, bool(augment), strict
+        self.split, self.strict = split, strict
+        self.augment = bool(augment) and split in (None, "train")  # never on val/test
         self._nan_logged: set[int] = set()
         if split is not None and split not in SPLITS:
             raise ConfigError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")

@@ -7,7 +7,8 @@ parameters as timm's ``Attention``, so weights load unchanged) and ``num_classes
 
 Grey input: the patch embedding has one input channel. Pretrained RGB kernels are summed into it by
 timm's loader (``adapt_input_conv``); since the convolution is linear this equals feeding the grey
-image replicated to three channels, at a third of the cost.
+image replicated to three channels, at a third of the cost. A ``.pth`` weights file is read by timm with
+``torch.load(weights_only=True)`` (nothing unpickled); ``.safetensors`` is preferred.
 """
 
 from __future__ import annotations

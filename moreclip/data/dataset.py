@@ -76,12 +76,11 @@ class MoreDataset(torch.utils.data.Dataset):
         if isinstance(source, Cache):
             self.cache, self.manifest, self.options = source, None, source.options
             table, self.label_names = source.index, list(source.label_columns)
-            present = {m: source.has(m) for m in MODALITIES}
             self._check_cache(wanted)
         else:
             self.cache, self.manifest, self.options = None, source, wanted
             table, self.label_names = source.df, list(source.label_columns)
-            present = {m: source.has(m) for m in MODALITIES}
+        present = {m: source.has(m) for m in MODALITIES}  # the cache's: after preprocessing
         sel = np.ones(len(table), bool) if split is None else (table["split"] == split).to_numpy()
         self.rows = np.flatnonzero(sel).astype(np.int64)
         self.sample_ids = table["sample_id"].to_numpy(dtype=object)[sel]

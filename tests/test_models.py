@@ -257,3 +257,19 @@ def test_info_command_prints_and_writes_parameter_summary(tiny, tmp_path, capsys
     assert "checkpoint" in capsys.readouterr().out
     assert main(["info", "nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_model_embeds_a_dataset_batch_from_real_files(tmp_path):
+    """The collated batch of the data pipeline (PNG + WFDB files) fits model(batch) and the loss."""
+    from moreclip.config import DataConfig
+    from moreclip.data.dataset import build_dataset, collate
+    from tests.helpers import make_cohort
+
+    manifest = make_cohort(tmp_path, n=4)
+    ds = build_dataset(DataConfig(manifest=str(manifest), image_size=32, ecg_rate=100), split=None)
+    batch = collate([ds[i] for i in range(len(ds))])
+    model = create_model("tiny", xray={"img_size": 32, "depth": 1}, ecg={"depth": 1})
+    emb = model(batch, modalities=model.available_modalities())
+    total, terms = multimodal_clip_loss(emb, batch["mask"], model.temperature_scale(), "report-anchored")
+    assert set(emb) == {"xray", "ecg", "xray_report", "ecg_report", "report"} and torch.isfinite(total)
+    total.backward()

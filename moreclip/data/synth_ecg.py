@@ -209,7 +209,7 @@ def _beat_times(p: Patient, rng) -> tuple[np.ndarray, np.ndarray]:
         rr = np.full(n, rr0)
     else:  # respiratory sinus arrhythmia (marked when p.sinus_arrhythmia)
         f = rng.uniform(0.15, 0.3)
-        depth = rng.uniform(0.09, 0.14) if p.sinus_arrhythmia else rng.uniform(0.01, 0.035)
+        depth = rng.uniform(0.07, 0.11) if p.sinus_arrhythmia else rng.uniform(0.01, 0.035)
         rr = rr0 * (1 + depth * np.sin(2 * np.pi * f * k * rr0 + rng.uniform(0, 6.3)))
         rr *= 1 + 0.006 * rng.standard_normal(n)
     t = rng.uniform(-rr0, 0) + np.concatenate([[0.0], np.cumsum(rr)[:-1]])

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest, work / "cache", PreprocessOptions.from_config(cfg), workers=args.workers, progress=False
         )
         prep_s = time.perf_counter() - t
-        print(f"prepare: {res.n_rows} rows in {prep_s:.1f} s ({res.n_rows / prep_s:.0f} rows/s)")
+        prep_rate = None if res.up_to_date else round(res.n_rows / prep_s, 1)
+        print(f"prepare ({args.workers} workers): {res.n_rows} rows, {prep_rate or 'cache reused'} rows/s")
         cache = open_cache(work / "cache")
         m = read_manifest(manifest)
         results = {}
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
         "results": results,
         "cache_over_raw": round(speedup, 2),
-        "prepare_rows_per_s": round(res.n_rows / prep_s, 1),
+        "prepare_rows_per_s": prep_rate,
         "targets": {"cache_samples_per_s": 2000, "cache_over_raw": 10},
         "machine": {
             "cpus": os.cpu_count(),

@@ -144,6 +144,17 @@ COLUMNS = {
 }
 
 
+def _column_docs() -> str:
+    lines = ["", "Label columns:", ""]
+    lines += [f"    synthetic/{k:<26} {d}" for k, (_, d) in LABELS.items()]
+    lines += ["", "Metadata columns:", ""]
+    lines += [f"    {k:<32} {d}" for k, d in COLUMNS.items()]
+    return "\n".join(lines) + "\n"
+
+
+__doc__ = (__doc__ or "") + _column_docs()
+
+
 @dataclass
 class SyntheticSample:
     """One rendered patient, in memory."""

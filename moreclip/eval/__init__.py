@@ -4,6 +4,7 @@ The model-dependent entry points (zero-shot, linear probe, retrieval runs) live 
 this package and build on these.
 """
 
+from moreclip.eval.embed import Embeddings, data_config_for, embed_dataset, embed_texts, eval_dataset, fuse
 from moreclip.eval.metrics import (
     UNCERTAIN_POLICIES,
     accuracy,
@@ -25,6 +26,12 @@ from moreclip.eval.retrieval_metrics import recall_at_k, retrieval_ranks, retrie
 from moreclip.eval.tasks import Label, LabelRule, Task, TaskClass, list_tasks, load_task, task_from_dict
 
 __all__ = [
+    "Embeddings",
+    "data_config_for",
+    "embed_dataset",
+    "embed_texts",
+    "eval_dataset",
+    "fuse",
     "UNCERTAIN_POLICIES",
     "Label",
     "LabelRule",

@@ -359,7 +359,7 @@ def _electrode_noise(p: Patient, rng, shape) -> np.ndarray:
     e += rng.uniform(0, 0.015, (9, 1)) * np.sin(2 * np.pi * mains * t + rng.uniform(0, 6.3))
     if p.rhythm == "atrial_fibrillation":  # fibrillatory waves, 5-8 Hz, best seen in V1 and inferior leads
         fw = np.sin(2 * np.pi * rng.uniform(5, 8) * t + 1.5 * np.sin(2 * np.pi * rng.uniform(0.3, 0.9) * t))
-        fw *= rng.uniform(0.04, 0.09)
+        fw *= rng.uniform(0.08, 0.15)  # coarse fibrillatory waves
         # as a dipole mostly inferior-anterior, expressed at the electrodes (LL and V1 carry it)
         e[2] += fw
         e[3] += 0.8 * fw

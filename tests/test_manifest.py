@@ -38,6 +38,9 @@ def test_valid_cohort_passes(tmp_path):
     assert report.ok, report.format()
     assert report.summary["splits"]["train"]["rows"] == 2
     assert report.summary["labels"]["demo/finding"]["positive_rate"] == 0.5
+    # a graded column (declared domain 0-3) counts any grade above 0 and lists the grades
+    assert report.summary["labels"]["demo/severity"]["positive_rate"] == 0.75
+    assert report.summary["labels"]["demo/severity"]["counts"] == {"0": 1, "1": 1, "2": 1, "3": 1}
 
 
 def test_missing_required_column_is_clear(tmp_path):

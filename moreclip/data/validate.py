@@ -17,7 +17,7 @@ import numpy as np
 
 from moreclip.data.ecg import read_ecg
 from moreclip.data.image import read_image
-from moreclip.data.manifest import MODALITY_COLUMNS, SPLITS, Manifest
+from moreclip.data.manifest import DEFAULT_LABEL_DOMAIN, MODALITY_COLUMNS, SPLITS, Manifest
 from moreclip.errors import RecordError
 
 
@@ -85,11 +85,19 @@ def summarise(m: Manifest) -> dict[str, Any]:
     for c in m.label_columns:
         v = df[c].to_numpy(dtype=np.float64)
         known = ~np.isnan(v)
-        labels[c] = {
+        graded = not set(m.label_domain(c)) <= set(DEFAULT_LABEL_DOMAIN)  # e.g. a 0-3 severity
+        entry = {
             "n": int(known.sum()),
-            "positive_rate": float((v[known] == 1).mean()) if known.any() else None,
-            "uncertain": int((v == -1).sum()),
+            # binary: share of 1; graded: share above the lowest grade (any finding)
+            "positive_rate": float((v[known] > 0 if graded else v[known] == 1).mean())
+            if known.any()
+            else None,
+            "uncertain": 0 if graded else int((v == -1).sum()),
         }
+        if graded:
+            values, counts = np.unique(v[known], return_counts=True)
+            entry["counts"] = {f"{x:g}": int(k) for x, k in zip(values, counts)}
+        labels[c] = entry
     return {"splits": splits, "labels": labels}
 
 

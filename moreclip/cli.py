@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("moreclip.commands.validate", "check every row and file of a manifest"),
     "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
     "info": ("moreclip.commands.info", "describe a model: config and trainable / frozen parameters"),
+    "pretrain": ("moreclip.commands.pretrain", "contrastive pre-training (one process or torchrun; resumable)"),
     "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }
 

@@ -155,6 +155,8 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation
     grad_clip: float | None = 1.0  # max gradient norm (None: off)
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 on GPUs that support it, fp32 on CPU
+    device: str = "auto"  # auto (cuda:<local rank> when CUDA is available), cpu, cuda
+    auto_cache: bool = True  # only data.manifest given: prepare a cache in output_dir/cache (False: raw files)
     compile: bool = False  # torch.compile the model
     loss: Literal["clip", "symile"] = "clip"
     pairs: str | list[str] = "all"  # "all", "report-anchored", or ["xray:xray_report", ...]

@@ -393,3 +393,26 @@ def embed_texts(model, texts: Sequence[str], kind: str = "report", batch_size: i
     finally:
         model.train(was_training)
     return np.concatenate(parts) if parts else np.zeros((0, model.embed_dim), np.float32)
+
+
+def ensure_embeddings(
+    model, data, modalities: Sequence[str], batch_size: int = 64, progress: bool = True
+) -> Embeddings:
+    """``data`` as :class:`Embeddings` holding ``modalities`` (fused names like ``xray+ecg`` allowed).
+
+    Args:
+        model: the model that embeds ``data`` when it is a dataset (unused for Embeddings).
+        data: :class:`Embeddings` (checked) or a MoreDataset (embedded now).
+        modalities: what the caller reads.
+        batch_size: samples per forward pass.
+        progress: show a progress bar.
+    """
+    parts = list(dict.fromkeys(p for m in modalities for p in m.split("+")))
+    if isinstance(data, Embeddings):
+        missing = [p for p in parts if p not in data.embeddings]
+        if missing:
+            raise ConfigError(f"the embeddings lack {', '.join(missing)} (have {', '.join(data.modalities)})")
+        return data
+    if model is None:
+        raise ConfigError("a model is needed to embed a dataset (or pass precomputed Embeddings)")
+    return embed_dataset(model, data, modalities=parts, batch_size=batch_size, progress=progress)

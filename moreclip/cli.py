@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
     "info": ("moreclip.commands.info", "describe a model: config and trainable / frozen parameters"),
     "pretrain": ("moreclip.commands.pretrain", "contrastive pre-training (one process or torchrun; resumable)"),
+    "zeroshot": ("moreclip.commands.zeroshot", "zero-shot classification of a task from text prompts"),
+    "probe": ("moreclip.commands.probe", "linear probe on frozen embeddings at fractions of the labels"),
+    "retrieval": ("moreclip.commands.retrieval", "cross-modal retrieval: Recall@K and median rank"),
     "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }
 

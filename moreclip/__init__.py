@@ -41,6 +41,11 @@ _LAZY = {
     "Task": "moreclip.eval.tasks",
     "load_task": "moreclip.eval.tasks",
     "list_tasks": "moreclip.eval.tasks",
+    "Embeddings": "moreclip.eval.embed",
+    "embed_dataset": "moreclip.eval.embed",
+    "zero_shot": "moreclip.eval.zeroshot",
+    "linear_probe": "moreclip.eval.probe",
+    "retrieval": "moreclip.eval",
     "VectorIndex": "moreclip.index",
 }
 

@@ -1,7 +1,13 @@
-"""Evaluation: tasks and prompts, classification and retrieval metrics (model-independent, numpy).
+"""Evaluation: tasks and prompts, metrics, and the model-dependent entry points built on them.
 
-The model-dependent entry points (zero-shot, linear probe, retrieval runs) live in their own modules of
-this package and build on these.
+    emb = embed_dataset(model, dataset)                       # frozen embeddings (Embeddings)
+    zero_shot(model, test_ds, "ptbxl-super", val=val_ds)      # ZeroShotResult
+    linear_probe(model, all_ds, "synthetic-ecg")              # ProbeResult (fractions x seeds)
+    retrieval(model, test_ds, "ecg:ecg_report", pool=500)     # RetrievalResult
+    evaluate_zero_shot("ckpt/", manifest=..., task=...)       # what `moreclip zeroshot` runs (writes outputs)
+
+Note: the function :func:`retrieval` shadows the attribute ``moreclip.eval.retrieval`` (the module);
+import module members with ``from moreclip.eval.retrieval import ...``.
 """
 
 from moreclip.eval.embed import Embeddings, data_config_for, embed_dataset, embed_texts, eval_dataset, fuse
@@ -21,11 +27,25 @@ from moreclip.eval.metrics import (
     percentile_ci,
     select_thresholds,
 )
+from moreclip.eval.probe import ProbeResult, linear_probe, sample_subjects
 from moreclip.eval.prompts import PromptBank, ensemble, prompt_bank, zero_shot_scores
+from moreclip.eval.retrieval import RetrievalResult, retrieval
 from moreclip.eval.retrieval_metrics import recall_at_k, retrieval_ranks, retrieval_report
+from moreclip.eval.runs import evaluate_probe, evaluate_retrieval, evaluate_zero_shot
 from moreclip.eval.tasks import Label, LabelRule, Task, TaskClass, list_tasks, load_task, task_from_dict
+from moreclip.eval.zeroshot import ZeroShotResult, zero_shot
 
 __all__ = [
+    "ProbeResult",
+    "RetrievalResult",
+    "ZeroShotResult",
+    "evaluate_probe",
+    "evaluate_retrieval",
+    "evaluate_zero_shot",
+    "linear_probe",
+    "retrieval",
+    "sample_subjects",
+    "zero_shot",
     "Embeddings",
     "data_config_for",
     "embed_dataset",

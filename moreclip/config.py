@@ -80,6 +80,9 @@ class TextConfig:
     lora_layers: list[int] | None = None  # None: every layer; else these layer indices (-1: the top one)
     freeze_backbone: bool = True  # without LoRA: train nothing in the backbone (heads only)
     share_encoder: bool = True  # X-ray and ECG reports go through the same text encoder
+    # MiB of float32 hidden states of the frozen layers below the lowest LoRA layer, cached per report
+    # (exact; only the top layers run on a hit; models/text_cache.py); 0: off
+    prefix_cache_mb: float = 0.0
 
 
 @dataclass

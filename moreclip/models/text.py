@@ -10,10 +10,21 @@ linear layers (default: peft's choice for the architecture, e.g. ``query``/``val
 ``v_proj`` for Llama) of the layers listed in ``lora_layers`` (negative indices count from the top;
 ``None``: every layer). When only the top layers carry adapters, autograd stops below them: the lower
 layers run without building a graph. Without LoRA, ``freeze_backbone`` freezes or trains the backbone.
+
+Train/eval mode: a frozen backbone (LoRA, or ``freeze_backbone``) always runs in eval mode, i.e. without
+its own dropout (hidden and attention-probability dropout); only the adapters (LoRA and its dropout)
+follow ``train()``/``eval()``. Frozen weights are a fixed feature extractor, which also makes their
+outputs cacheable and lets attention use the fused kernel (about 1.7x less CPU per training step of the
+tiny config than with dropout in the frozen layers).
+
+``prefix_cache_mb > 0`` caches, per report, the hidden states entering the lowest adapter layer
+(:mod:`moreclip.models.text_cache`): from the second time a report is seen only the top layers run.
+Exact (float32); the cache is not part of the state dict. ``TextEncoder.cache_stats()`` reports it.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -101,6 +112,22 @@ def lora_target_names(model: nn.Module, targets: list[str] | None, layers: list[
     return names
 
 
+def _is_adapter(module: nn.Module) -> bool:
+    """A peft adapter layer (LoRA-wrapped linear etc.): trainable, follows train()/eval()."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(module, BaseTunerLayer)
+
+
+def _forward_kwargs(backbone: nn.Module) -> dict:
+    """Extra forward arguments: ``use_cache=False`` where accepted (no key/value cache for encoding)."""
+    try:
+        params = inspect.signature(backbone.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return {}
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """Pool token states over the non-padding tokens.
 
@@ -173,7 +200,49 @@ class TextEncoder(nn.Module):
             for name, p in backbone.named_parameters():
                 p.requires_grad_("lora_" in name)
         self.backbone = backbone
-        self.backbone.eval()  # the module's train()/eval() follows the parent from here on
+        self.backbone.eval()  # the module's train()/eval() follows the parent from here on (see train())
+        self._frozen = bool(cfg.lora or cfg.freeze_backbone)
+        self._adapters = [n for n, m in backbone.named_modules() if _is_adapter(m)] if cfg.lora else []
+        self._forward_kwargs = _forward_kwargs(backbone)
+        self.prefix = self._make_prefix_cache(cfg.prefix_cache_mb)
+
+    def _make_prefix_cache(self, mb: float):
+        """The frozen-prefix cache, or None (off, or not exact for this backbone: logged)."""
+        if mb < 0:
+            raise ConfigError(f"model.text.prefix_cache_mb: must be >= 0, got {mb}")
+        if not mb or not self._frozen:
+            if mb:
+                log.info("text prefix cache off: the backbone is trainable")
+            return None
+        from moreclip.models.text_cache import FrozenPrefix
+
+        stack_name, _ = _layer_list(self.backbone)
+        stack = self.backbone.get_submodule(stack_name)
+        split, why = FrozenPrefix.plan(self.backbone, stack, self.tokenizer)
+        if split is None:
+            log.info("text prefix cache off: %s", why)
+            return None
+        log.debug("text prefix cache: %s, %.0f MiB", why, mb)
+        return FrozenPrefix(self.backbone, stack, split, int(mb * 2**20))
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        """Set train/eval mode: a frozen backbone stays in eval mode, its adapters follow ``mode``."""
+        super().train(mode)
+        if self._frozen:
+            self.backbone.eval()
+            for name in self._adapters:
+                self.backbone.get_submodule(name).train(mode)
+        return self
+
+    def cache_stats(self) -> dict | None:
+        """Counters of the frozen-prefix cache (see :meth:`PrefixCache.stats
+        <moreclip.models.text_cache.PrefixCache.stats>`), or None when it is off."""
+        return None if self.prefix is None else self.prefix.cache.stats()
+
+    def clear_cache(self) -> None:
+        """Empty the frozen-prefix cache (no-op when it is off)."""
+        if self.prefix is not None:
+            self.prefix.cache.clear()
 
     @property
     def device(self) -> torch.device:
@@ -194,8 +263,21 @@ class TextEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Last hidden states ``(B, L, width)`` from token ids ``(B, L)`` or input embeddings ``(B, L, W)``."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+        """Last hidden states ``(B, L, width)`` from token ids ``(B, L)`` or input embeddings ``(B, L, W)``.
+
+        With the prefix cache on (token ids and a mask given), the states at padding positions are
+        unspecified.
+        """
+        if self.prefix is not None and input_ids is not None and attention_mask is not None:
+            hidden = self.prefix(input_ids, attention_mask, **self._forward_kwargs)
+            if hidden is not None:
+                return hidden
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            **self._forward_kwargs,
+        )
         return out.last_hidden_state
 
     def forward(

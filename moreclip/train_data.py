@@ -16,6 +16,10 @@ DataLoader whose persistent workers serve every epoch.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -85,6 +89,15 @@ def _as_is(x):
     return x
 
 
+def _worker_init(worker_id: int) -> None:
+    """:func:`~moreclip.data.batch.worker_init`, and on Linux die with the trainer: a SIGKILLed trainer
+    must not leave workers behind (blocked on a full result pipe, holding the job's stdout)."""
+    worker_init(worker_id)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class TrainStream:
     """The endless, resumable stream of this rank's finished train batches.
 
@@ -106,7 +119,7 @@ class TrainStream:
             sampler=self.sampler,
             collate_fn=_as_is,
             num_workers=num_workers,
-            worker_init_fn=worker_init if num_workers > 0 else None,
+            worker_init_fn=_worker_init if num_workers > 0 else None,
             persistent_workers=num_workers > 0,
             prefetch_factor=4 if num_workers > 0 else None,
         )

@@ -121,3 +121,20 @@ def test_subset_save_load_and_fusion(model, cohort, tmp_path):
     np.testing.assert_allclose(fused[only_x], emb.embeddings["xray"][only_x], atol=1e-6)
     z, none = fuse([np.zeros((2, 3))], [np.zeros(2, bool)])
     assert not z.any() and not none.any()
+
+
+def test_a_checkpoints_data_section_sets_preprocessing_but_not_paths_or_sizes(model, cohort, tmp_path):
+    import yaml
+
+    ckpt = model.save_pretrained(tmp_path / "ckpt")
+    cfg_file = ckpt / "config.yaml"
+    saved = yaml.safe_load(cfg_file.read_text())
+    saved["data"] = {"ecg_norm": "minmax", "xray_fit": "stretch", "manifest": "/elsewhere/m.parquet",
+                     "cache": "/elsewhere/cache", "augment": True, "image_size": 999, "ecg_rate": 500}  # fmt: skip
+    cfg_file.write_text(yaml.safe_dump(saved))
+    cfg = data_config_for(model, manifest=cohort, checkpoint=ckpt, overrides=["xray_fit=crop"])
+    assert (cfg.ecg_norm, cfg.xray_fit) == ("minmax", "crop")  # the checkpoint's, then the override
+    assert (cfg.manifest, cfg.cache, cfg.augment) == (str(cohort), None, False)
+    assert (cfg.image_size, cfg.ecg_rate) == (32, 100)  # always the model's own input sizes
+    with pytest.raises(ConfigError, match="ecg_nrom"):
+        data_config_for(model, manifest=cohort, overrides=["ecg_nrom=minmax"])

@@ -3,6 +3,8 @@ written in real formats (PNG by Pillow, WFDB by wfdb, Parquet manifest by pandas
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +18,23 @@ TINY = {"xray": {"img_size": 32, "depth": 1}, "ecg": {"depth": 1}, "embed_dim": 
 
 
 def tiny_model(seed: int = 0, **overrides):
-    from moreclip.models import create_model
+    """A fresh copy of a tiny random-init model (built once per process and configuration)."""
+    import json
 
-    torch.manual_seed(seed)
     kw = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
     for k, v in overrides.items():
         kw[k] = {**kw.get(k, {}), **v} if isinstance(v, dict) else v
-    return create_model("tiny", **kw).eval()
+    return copy.deepcopy(_build(seed, json.dumps(kw, sort_keys=True))).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _build(seed: int, kw: str):
+    import json
+
+    from moreclip.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model("tiny", **json.loads(kw)).eval()
 
 
 def mixed_cohort(root: Path, n: int = 12, fs: int = 500) -> Path:

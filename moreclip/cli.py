@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zeroshot": ("moreclip.commands.zeroshot", "zero-shot classification of a task from text prompts"),
     "probe": ("moreclip.commands.probe", "linear probe on frozen embeddings at fractions of the labels"),
     "retrieval": ("moreclip.commands.retrieval", "cross-modal retrieval: Recall@K and median rank"),
+    "explain": ("moreclip.commands.explain", "heat maps, ECG attribution and report word importance for one input"),
     "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }
 

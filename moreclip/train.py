@@ -224,10 +224,11 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
     # ---- 4. the loop
     batches = stream.batches(epoch, batch_pos)
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and info.is_main), unit="step")
-    window = {"n": 0, "sums": {}, "data_s": 0.0, "t": time.time(), "samples": 0}
-    data_s_total, t_loop, start_step, stop_reason = 0.0, time.time(), step, None
+    window = {"n": 0, "sums": {}, "data_s": 0.0, "step_s": 0.0, "samples": 0}
+    data_s_total, step_s_total, start_step, stop_reason = 0.0, 0.0, step, None
     last_saved = last_val = step if resume_path is not None else -1
     while step < total_steps:
+        t_step = time.time()
         set_lr(optimizer, lr := lr_at(step, tc, total_steps))
         for micro in range(tc.accum_steps):
             t0 = time.time()
@@ -250,15 +251,19 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
         step += 1
         samples += global_batch * tc.accum_steps
         window["samples"] += global_batch * tc.accum_steps
+        window["step_s"] += time.time() - t_step
         maybe_fault("step", step, info.rank)
+        time_up = tc.max_minutes is not None and D.any_rank(
+            (time.time() - t_start) / 60 >= tc.max_minutes, info.device
+        )  # every rank stops at the same step
 
-        if step % tc.log_every == 0 or step == total_steps:  # ---- logging (every rank joins the mean)
+        if step % tc.log_every == 0 or step == total_steps or time_up:  # ---- logging (every rank joins)
             names = sorted(window["sums"])
             means = D.all_reduce_mean(torch.stack([window["sums"][k] for k in names]) / window["n"]).tolist()
             row = dict(zip(names, means))
             if not all(math.isfinite(v) for v in means):
                 raise TrainingError(f"the training loss is not finite at step {step}: {row}")
-            dt = time.time() - window["t"]
+            dt = window["step_s"]  # time in training steps (validation and checkpoints not counted)
             row.update(
                 lr=lr,
                 logit_scale=float(model.temperature_scale().detach()),
@@ -269,12 +274,11 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
             )
             logger.log("train", step, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", sps=f"{row['samples_per_s']:.1f}")
-            data_s_total += window["data_s"]
-            window = {"n": 0, "sums": {}, "data_s": 0.0, "t": time.time(), "samples": 0}
+            data_s_total, step_s_total = data_s_total + window["data_s"], step_s_total + window["step_s"]
+            window = {"n": 0, "sums": {}, "data_s": 0.0, "step_s": 0.0, "samples": 0}
         bar.update(1)
 
-        time_up = tc.max_minutes is not None and (time.time() - t_start) / 60 >= tc.max_minutes
-        if tc.max_minutes is not None and D.any_rank(time_up, info.device) and step < total_steps:
+        if time_up and step < total_steps:
             stop_reason = f"max_minutes ({tc.max_minutes:g})"
             break
         improved = False
@@ -294,7 +298,6 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
     if val_ds is not None and last_val != step:
         val = run_validation(step)
         best, _ = update_best(best, val, tc.best_metric, step)
-    train_s = time.time() - t_loop
     summary = None
     if info.is_main:
         if last_saved != step:
@@ -311,10 +314,10 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
             "samples": samples, "epochs": epoch + batch_pos / stream.batches_per_epoch,
             "world_size": info.world_size, "global_batch": global_batch, "accum_steps": tc.accum_steps,
             "device": str(info.device), "precision": "bf16" if amp is not None else "fp32",
-            "wall_s": time.time() - t_start, "train_s": train_s,
+            "wall_s": time.time() - t_start, "step_s": step_s_total,
             "elapsed_s_all_runs": elapsed_before + time.time() - t_start,
-            "samples_per_s": (step - start_step) * global_batch * tc.accum_steps / max(train_s, 1e-9),
-            "data_frac": data_s_total / max(train_s, 1e-9),
+            "samples_per_s": (step - start_step) * global_batch * tc.accum_steps / max(step_s_total, 1e-9),
+            "data_frac": data_s_total / max(step_s_total, 1e-9),
             "resumed_from": str(resume_path) if resume_path else None,
             "val": val, "best": best, "final": str(out / "final"),
             "best_model": str(out / "best") if best is not None else None,

@@ -236,6 +236,45 @@ def test_max_minutes_stops_with_checkpoint_final_model_and_summary(setup, tmp_pa
     assert (out / "final" / "model.safetensors").is_file() and summary["val"] is not None
 
 
+# ------------------------------------------------------------------------------------ shipped configs
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("name", ["demo", "mimic", "ptbxl", "more"])
+def test_shipped_configs_resolve_their_registry_model_and_fit_together(setup, name):
+    from moreclip.train_setup import check_config, load_train_config
+
+    cfg = load_train_config(
+        CONFIGS / f"{name}.yaml", [f"data.manifest={setup['manifest']}", "data.cache=null"]
+    )
+    check_config(cfg)  # image size, ECG rate, pairs, ranges
+    assert cfg.model.name == {"demo": "tiny", "mimic": "base", "ptbxl": "small", "more": "more"}[name]
+
+
+def test_more_config_is_the_published_recipe():
+    from moreclip.train_setup import load_train_config
+
+    cfg = load_train_config(CONFIGS / "more.yaml")
+    m, d, t = cfg.model, cfg.data, cfg.train
+    assert (m.xray.model_name, m.xray.dropkey_rate, m.embed_dim, m.head) == (
+        "vit_base_patch16_224",
+        0.3,
+        128,
+        "mlp",
+    )
+    assert (m.text.lora_r, m.text.lora_alpha, m.text.lora_dropout) == (16, 8, 0.1)
+    assert (d.ecg_rate, d.ecg_norm, d.ecg_baseline, d.clahe, d.xray_fit) == (
+        100,
+        "minmax",
+        "median",
+        True,
+        "stretch",
+    )
+    assert (d.batch_size, t.accum_steps, t.lr, t.weight_decay) == (100, 4, 3e-5, 0.1)
+    assert (t.schedule, t.pairs) == ("cosine_restarts", "report-anchored")
+    assert "--window 60d" in (CONFIGS / "more.yaml").read_text()
+
+
 # ------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     "override, message",

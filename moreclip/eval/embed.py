@@ -249,8 +249,14 @@ def embed_dataset(
         num_workers = 0 if dataset.cache is not None else int(dataset.cfg.num_workers)
     try:
         if run and n:
-            loader = make_dataloader(
-                dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers
+            dev = model.device
+            loader = make_dataloader(  # on a GPU, batches are converted and normalised there
+                dataset,
+                batch_size,
+                shuffle=False,
+                drop_last=False,
+                num_workers=num_workers,
+                device=dev if dev.type == "cuda" else None,
             )
             pos = 0
             bar = tqdm(total=n, desc=f"embed {'+'.join(run)}", unit="sample", disable=not progress)

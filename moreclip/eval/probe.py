@@ -344,7 +344,8 @@ def linear_probe(
         C_grid: candidate inverse regularisation strengths.
         n_resamples, seed: bootstrap of the test intervals.
         max_iter: lbfgs iterations per fit.
-        batch_size, progress: embedding settings.
+        batch_size: samples per forward pass when embedding.
+        progress: progress bars (embedding, fits).
     """
     task = as_task(task)
     query = query_name(task, modality, fuse)
@@ -372,29 +373,21 @@ def linear_probe(
     # These fits are small: threaded BLAS only adds overhead (scipy's L-BFGS-B spent 100x the CPU time
     # with 2 OpenBLAS threads). Import first, so the limit reaches the BLAS that scikit-learn loads.
     import sklearn.linear_model  # noqa: F401
+    from tqdm.auto import tqdm
 
-    with threadpool_limits(1):
+    bar = tqdm(total=len(seed_list) * len(fractions), desc="probe fits", unit="run", disable=not progress)
+    with threadpool_limits(1), bar:
         for s in seed_list:
             for sub in sample_subjects(tr.subject_ids, y_tr, fractions, s, classes):
                 rows = sub.pop("rows")
                 key = rows.tobytes()
                 if key not in done:
-                    done[key] = probe_once(
-                        X_tr[rows],
-                        y_tr[rows],
-                        X_va,
-                        y_va,
-                        X_te,
-                        y_te,
-                        task,
-                        C_grid,
-                        n_resamples,
-                        seed,
-                        max_iter,
-                    )
+                    args = (X_tr[rows], y_tr[rows], X_va, y_va, X_te, y_te, task, C_grid, n_resamples, seed)
+                    done[key] = probe_once(*args, max_iter=max_iter)
                 r = done[key]
                 runs.append({"seed": s, **sub, "n_samples": int(len(rows)), "C": r["C"], "skipped": r["skipped"],
                              "unconverged_fits": r["unconverged"], "report": r["report"]})  # fmt: skip
+                bar.update(1)
                 if sub["fraction"] == max(fractions) and s == seed_list[0]:
                     cols = [task.names.index(n) for n in r["names"]]
                     curve = {"scores": r["scores"], "names": r["names"],

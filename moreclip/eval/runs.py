@@ -205,7 +205,7 @@ def evaluate_probe(
     grid = tuple(C_grid) if C_grid else DEFAULT_C_GRID
     res = linear_probe(
         None, emb, task, fractions=fractions, seeds=seeds, modality=modality, fuse=fuse, C_grid=grid,
-        n_resamples=n_resamples, seed=seed,
+        n_resamples=n_resamples, seed=seed, progress=progress,
     )  # fmt: skip
     out = Path(out) if out is not None else default_out(source, "probe", res.task.name)
     record = R.run_record(

@@ -68,6 +68,9 @@ def test_ecg_rate_and_image_size_come_from_the_model_and_mismatch_is_a_clear_err
     wrong = eval_dataset(data_config_for(model, cache=tmp_path / "cache"), "train")  # 100 Hz: fits `model`
     with pytest.raises(ConfigError, match=r"expects 500 \(50 Hz"):
         embed_dataset(slow, wrong, modalities=["ecg"], progress=False)
+    assert embed_dataset(slow, wrong, modalities=["xray"], progress=False).masks["xray"].any()  # ECG unused
+    with pytest.raises(ConfigError, match="32 px X-rays but the model expects 48 px"):
+        embed_dataset(tiny_model(xray={"img_size": 32 + 16}), wrong, modalities=["xray"], progress=False)
 
 
 def test_only_requested_modalities_run_and_missing_ones_are_all_absent(model, cohort):

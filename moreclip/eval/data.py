@@ -73,18 +73,25 @@ def eval_dataset(cfg: DataConfig, split: str | None = None, strict: bool = False
     return build_dataset(cfg, split=split, augment=False, strict=strict)
 
 
-def check_inputs(model, dataset) -> None:
-    """Raise ConfigError when ``dataset`` gives X-rays / ECGs of another size than ``model`` takes."""
+def check_inputs(model, dataset, modalities: Sequence[str] = ("xray", "ecg")) -> None:
+    """Raise ConfigError when ``dataset`` gives X-rays / ECGs of another size than ``model`` takes.
+
+    Args:
+        model: the model.
+        dataset: a MoreDataset.
+        modalities: the modalities that will be encoded (others are not checked).
+    """
     mcfg = model.config
     want_t = int(round(mcfg.ecg.sample_rate * mcfg.ecg.seconds))
-    if dataset.ecg_length != want_t:
+    if "ecg" in modalities and dataset.ecg_length != want_t:
         raise ConfigError(
             f"{dataset!r} gives ECGs of {dataset.ecg_length} samples but the model expects {want_t} "
             f"({mcfg.ecg.sample_rate} Hz x {mcfg.ecg.seconds:g} s): build the data config with "
             "moreclip.eval.data_config_for(model, ...) (or prepare the cache at the model's ECG rate)"
         )
-    if dataset.image_size != mcfg.xray.img_size and dataset.present["xray"].any():
+    if "xray" in modalities and dataset.image_size != mcfg.xray.img_size:
         raise ConfigError(
             f"{dataset!r} gives {dataset.image_size} px X-rays but the model expects {mcfg.xray.img_size} px: "
-            "build the data config with moreclip.eval.data_config_for(model, ...)"
+            "build the data config with moreclip.eval.data_config_for(model, ...) (or prepare the cache "
+            "at the model's image size)"
         )

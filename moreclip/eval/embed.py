@@ -87,10 +87,7 @@ class Embeddings:
         parts = modality.split("+")
         for p in parts:
             if p not in self.embeddings:
-                raise ConfigError(
-                    f"no {p} embeddings (embedded: {', '.join(self.modalities) or 'none'})"
-                    + (f"; the data has no {p}" if p in EMBED_MODALITIES else "")
-                )
+                raise ConfigError(f"no {p} embeddings (embedded: {', '.join(self.modalities) or 'none'})")
         if len(parts) == 1:
             return self.embeddings[modality], self.masks[modality]
         return fuse([self.embeddings[p] for p in parts], [self.masks[p] for p in parts])
@@ -236,8 +233,7 @@ def embed_dataset(
     run = [m for m in mods if present[m].any()]
     if modalities is None:
         mods = run
-    if any(m in ("xray", "ecg") for m in run):
-        check_inputs(model, dataset)
+    check_inputs(model, dataset, run)
     n, dim = len(dataset), model.embed_dim
     out = {m: np.zeros((n, dim), np.float32) for m in mods}
     masks = {m: np.zeros(n, bool) for m in mods}

@@ -168,7 +168,7 @@ class TrainConfig:
     local_loss: bool = False  # DDP: local rows vs global negatives (open_clip's local_loss)
     gather_with_grad: bool = True  # DDP: gradients flow through gathered features
     log_every: int = 10  # steps
-    val_every: int = 200  # steps (0: only at the end)
+    val_every: int = 200  # steps (0: only at the end; -1: never)
     ckpt_every: int = 200  # steps
     keep_last: int = 2  # checkpoints kept besides the best
     best_metric: str = "val/mean_recall@1"  # higher is better

@@ -149,8 +149,8 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
         save_config(cfg, out / "config.yaml")
         clean_partial(ckpt_root)
     train_ds = build_dataset(cfg.data, "train")
-    val_ds = build_dataset(cfg.data, "val")
-    if len(val_ds) < 2:
+    val_ds = build_dataset(cfg.data, "val") if tc.val_every >= 0 else None
+    if val_ds is not None and len(val_ds) < 2:
         log.warning("no validation: the val split has %d sample(s)", len(val_ds))
         val_ds = None
     stream = TrainStream(
@@ -282,7 +282,7 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
             stop_reason = f"max_minutes ({tc.max_minutes:g})"
             break
         improved = False
-        if val_ds is not None and tc.val_every and step % tc.val_every == 0 and step < total_steps:
+        if val_ds is not None and tc.val_every > 0 and step % tc.val_every == 0 and step < total_steps:
             val, last_val = run_validation(step), step
             best, improved = update_best(best, val, tc.best_metric, step)
         if (

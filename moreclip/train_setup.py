@@ -62,7 +62,7 @@ def check_config(cfg: Config) -> None:
         ("train.accum_steps", t.accum_steps, 1),
         ("train.log_every", t.log_every, 1),
         ("train.keep_last", t.keep_last, 1),
-        ("train.val_every", t.val_every, 0),
+        ("train.val_every", t.val_every, -1),
         ("train.ckpt_every", t.ckpt_every, 0),
         ("train.epochs", t.epochs, 1 if t.max_steps is None else 0),
         ("train.max_steps", t.max_steps if t.max_steps is not None else 1, 1),

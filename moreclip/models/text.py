@@ -204,16 +204,25 @@ class TextEncoder(nn.Module):
         self._frozen = bool(cfg.lora or cfg.freeze_backbone)
         self._adapters = [n for n, m in backbone.named_modules() if _is_adapter(m)] if cfg.lora else []
         self._forward_kwargs = _forward_kwargs(backbone)
-        self.prefix = self._make_prefix_cache(cfg.prefix_cache_mb)
+        self.prefix = None
+        self.set_prefix_cache(cfg.prefix_cache_mb)
 
-    def _make_prefix_cache(self, mb: float):
-        """The frozen-prefix cache, or None (off, or not exact for this backbone: logged)."""
+    def set_prefix_cache(self, mb: float) -> None:
+        """Start a new, empty frozen-prefix cache of ``mb`` MiB (0: off). Stays off, with a log line,
+        where it could not be exact (trainable backbone, no frozen layer below the adapters, left
+        padding); :attr:`prefix` is then None.
+
+        Args:
+            mb: capacity in MiB of float32 hidden states.
+        """
+        self.prefix = None
         if mb < 0:
             raise ConfigError(f"model.text.prefix_cache_mb: must be >= 0, got {mb}")
-        if not mb or not self._frozen:
-            if mb:
-                log.info("text prefix cache off: the backbone is trainable")
-            return None
+        if not mb:
+            return
+        if not self._frozen:
+            log.info("text prefix cache off: the backbone is trainable")
+            return
         from moreclip.models.text_cache import FrozenPrefix
 
         stack_name, _ = _layer_list(self.backbone)
@@ -221,9 +230,9 @@ class TextEncoder(nn.Module):
         split, why = FrozenPrefix.plan(self.backbone, stack, self.tokenizer)
         if split is None:
             log.info("text prefix cache off: %s", why)
-            return None
+            return
         log.debug("text prefix cache: %s, %.0f MiB", why, mb)
-        return FrozenPrefix(self.backbone, stack, split, int(mb * 2**20))
+        self.prefix = FrozenPrefix(self.backbone, stack, split, int(mb * 2**20))
 
     def train(self, mode: bool = True) -> TextEncoder:
         """Set train/eval mode: a frozen backbone stays in eval mode, its adapters follow ``mode``."""

@@ -119,6 +119,11 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process (``(0, 1)`` outside a process group)."""
+    return (dist.get_rank(), dist.get_world_size()) if _active() else (0, 1)
+
+
 def gather_features(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     """All-gather ``(B, ...)`` from every rank into ``(world * B, ...)``, in rank order.
 

@@ -95,12 +95,13 @@ class Objective(nn.Module):
             emb = self.model(batch, modalities=self.loss_fn.modalities())
         emb = {m: z.float() for m, z in emb.items()}  # (B, D) each
         masks, rows = batch["mask"], None
-        if D._active():
+        rank, world = D.rank_world()
+        if world > 1:
             n = len(batch["sample_id"])
             emb = {m: D.gather_features(z, self.gather_with_grad) for m, z in emb.items()}  # (world * B, D)
             masks = D.gather_masks(masks)
             if self.local_loss:
-                rows = local_rows(torch.distributed.get_rank(), n)
+                rows = local_rows(rank, n)
         return self.loss_fn(emb, masks, self.model.temperature_scale(), rows=rows)
 
 

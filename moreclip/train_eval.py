@@ -39,9 +39,7 @@ def embed_split(model, dataset, modalities, batch_size, device, autocast=context
     Returns:
         ``(embeddings, masks)``: modality -> ``(N, D)`` float32 CPU tensor, modality -> ``(N,)`` bool.
     """
-    rank, world = (
-        (torch.distributed.get_rank(), torch.distributed.get_world_size()) if D._active() else (0, 1)
-    )
+    rank, world = D.rank_world()
     mine = np.array_split(np.arange(len(dataset)), world)[rank]
     was_training = model.training
     model.eval()

@@ -223,6 +223,24 @@ def test_modalities_missing_in_part_of_the_data_train_without_nan(tmp_path):
     assert math.isfinite(float(val["loss"])) and float(val["n/xray:ecg"]) < float(val["n/ecg:ecg_report"])
 
 
+@pytest.mark.parametrize(
+    "train, pairs",
+    [
+        ({"loss": "symile"}, ["xray->ecg", "ecg->report", "report->xray"]),
+        ({"pairs": "report-anchored", "accum_steps": 2}, ["xray->report", "report->ecg"]),
+    ],
+)
+def test_symile_and_report_anchored_objectives_train_and_validate(setup, tmp_path, train, pairs):
+    from moreclip.train import load_train_config, pretrain
+
+    out = tmp_path / "run"
+    cfg = load_train_config(base=run_config(setup, out, train={"max_steps": 2, "val_every": 0, **train}))
+    summary = pretrain(cfg, progress=False)
+    assert summary["samples"] == 2 * 4 * cfg.train.accum_steps
+    val = read_csv(out / "logs" / "val.csv")[0]
+    assert all(f"recall@1/{p}" in val for p in pairs) and math.isfinite(float(val["loss"]))
+
+
 def test_max_minutes_stops_with_checkpoint_final_model_and_summary(setup, tmp_path):
     from moreclip.train import load_train_config, pretrain
     from moreclip.train_state import list_checkpoints

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from moreclip.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # names of attention projections tried when peft has no default for the architecture
+# fixed cost of one backbone call in tokens of padding, for grouping a CPU batch by length
+PER_CALL_TOKENS = 64
 FALLBACK_TARGETS = ("query", "value", "q_proj", "v_proj", "c_attn", "qkv", "Wqkv", "query_key_value")
 
 
@@ -126,6 +129,42 @@ def _forward_kwargs(backbone: nn.Module) -> dict:
     except (TypeError, ValueError):  # pragma: no cover
         return {}
     return {"use_cache": False} if "use_cache" in params else {}
+
+
+def length_groups(mask: torch.Tensor, per_call: int = PER_CALL_TOKENS) -> list[tuple[torch.Tensor, int]]:
+    """Rows of a right-padded batch grouped by length, so that the padded tokens of all groups plus
+    ``per_call`` per group are fewest (exact dynamic programme over the distinct lengths).
+
+    Args:
+        mask: ``(B, L)`` attention mask.
+        per_call: the fixed cost of one more backbone call, in tokens.
+
+    Returns:
+        ``[(rows (b,), width), ...]``, shortest first; one group holding every row when the mask is not
+        right-padded.
+    """
+    lengths = mask.sum(1)
+    every = [(torch.arange(mask.shape[0], device=mask.device), mask.shape[1])]
+    right = torch.arange(mask.shape[1], device=mask.device) < lengths[:, None]
+    if mask.shape[0] < 2 or not torch.equal(mask.bool(), right):
+        return every
+    vals, counts = torch.unique(lengths, return_counts=True)
+    vals, cum = vals.tolist(), [0, *torch.cumsum(counts, 0).tolist()]
+    best, cut = [0.0] + [math.inf] * len(vals), [0] * (len(vals) + 1)
+    for j in range(1, len(vals) + 1):  # best[j]: rows of the j shortest lengths; last group (i, j]
+        for i in range(j):
+            cost = best[i] + (cum[j] - cum[i]) * vals[j - 1] + per_call
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], len(vals)
+    while j:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    groups = []
+    for i, j in reversed(bounds):
+        rows = ((lengths >= vals[i]) & (lengths <= vals[j - 1])).nonzero().squeeze(1)
+        groups.append((rows, int(vals[j - 1])))
+    return groups
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -295,7 +334,20 @@ class TextEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Pooled features ``(B, width)`` from token ids ``(B, L)`` (or ``inputs_embeds``) and their mask."""
+        """Pooled features ``(B, width)`` from token ids ``(B, L)`` (or ``inputs_embeds``) and their mask.
+
+        On CPU a right-padded batch of token ids runs in groups of similar length (:func:`length_groups`):
+        padding costs as much as tokens there. The result equals the ungrouped one up to float rounding.
+        """
+        if input_ids is not None and attention_mask is not None and input_ids.device.type == "cpu":
+            groups = length_groups(attention_mask)
+            if len(groups) > 1:
+                parts = [self._pooled(input_ids[g, :w], attention_mask[g, :w], None) for g, w in groups]
+                order = torch.cat([g for g, _ in groups])
+                return torch.cat(parts)[torch.argsort(order)]
+        return self._pooled(input_ids, attention_mask, inputs_embeds)
+
+    def _pooled(self, input_ids, attention_mask, inputs_embeds) -> torch.Tensor:
         hidden = self.forward_tokens(input_ids, attention_mask, inputs_embeds)
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)

@@ -9,8 +9,10 @@ Each run is ``moreclip pretrain`` in a subprocess with ``train.max_steps=STEPS``
 TensorBoard, logging every ``--log-every`` steps. Figures come from the run's ``logs/train.csv``: the first
 logging window (DataLoader start-up, first allocations) is left out, the rest is pooled (samples over step
 time; validation and checkpoint writes are not step time). The per-process batch is the config's
-(``data.batch_size``), so N processes train on an N-times larger global batch; the ratio compares samples/s.
-One process uses every core for torch; N processes use cores / N threads each. The load average and the
+(``data.batch_size``), so N processes train on an N-times larger global batch; the ratio compares samples/s
+with the better of the 1-process runs.
+One process uses every core for torch (``--one-thread`` adds a 1-thread run: on a shared machine OpenMP
+threads that wait for a busy core can cost more than they bring); N processes use cores / N threads each. The load average and the
 CPU are recorded: on a shared machine the figures are noisy. Writes ``benchmarks/out/train.json``
 (``--out``).
 """
@@ -22,6 +24,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,9 +67,10 @@ def ensure_cohort(args, work: Path) -> tuple[str, str]:
     return str(manifest), args.cache or str(work / "cache")
 
 
-def run(nproc: int, args, manifest: str, cache: str, out_dir: Path) -> dict:
-    """One ``moreclip pretrain`` run with ``nproc`` processes; figures from its train.csv."""
-    threads = max(1, (os.cpu_count() or 1) // nproc)
+def run(nproc: int, threads: int, args, manifest: str, cache: str, out_dir: Path) -> dict:
+    """One ``moreclip pretrain`` run with ``nproc`` processes of ``threads`` torch threads each; figures
+    from its train.csv."""
+    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -141,6 +145,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default 20)")
     p.add_argument("--log-every", type=int, default=4, help="logging window in steps (default 4)")
     p.add_argument("--nproc", type=int, default=2, help="processes of the DDP run (0: skip it)")
+    p.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="also run 1 process with 1 torch thread (oversubscription check)",
+    )
     p.add_argument("--work", help="folder for the cohort and runs (default: a temporary folder)")
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="extra config overrides")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "train.json"))
@@ -152,14 +161,24 @@ def main() -> None:
     info = machine()
     manifest, cache = ensure_cohort(args, work)
     results = {"machine": info, "config": args.config, "steps": args.steps, "runs": []}
-    one = run(1, args, manifest, cache, work / "run1")
-    results["runs"].append(one)
-    print(json.dumps(one, indent=1), flush=True)
+    cores = os.cpu_count() or 1
+    variants = [(1, cores), *([(1, 1)] if cores > 1 and args.one_thread else [])]
+    variants += [(args.nproc, max(1, cores // args.nproc))] if args.nproc > 1 else []
+    for nproc, threads in variants:
+        r = run(nproc, threads, args, manifest, cache, work / f"run{nproc}x{threads}")
+        results["runs"].append(r)
+        print(json.dumps(r, indent=1), flush=True)
+    singles = [r for r in results["runs"] if r["processes"] == 1]
+    one = max(singles, key=lambda r: r["samples_per_s"])  # the better thread count
+    results["samples_per_s_1_process"] = one["samples_per_s"]
+    results["threads_1_process"] = one["threads_per_process"]
+    results["data_wait_fraction_1_process"] = one["data_wait_fraction"]
     if args.nproc > 1:
-        many = run(args.nproc, args, manifest, cache, work / f"run{args.nproc}")
-        results["runs"].append(many)
+        many = results["runs"][-1]
         results[f"ratio_{args.nproc}_to_1_process"] = many["samples_per_s"] / one["samples_per_s"]
-        print(json.dumps(many, indent=1), flush=True)
+        results[f"ratio_{args.nproc}_to_1_process_all_threads"] = (
+            many["samples_per_s"] / singles[0]["samples_per_s"]
+        )
     results["load_average_at_end"] = list(os.getloadavg())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,8 @@ def _pretrain(cfg: Config, resume, info: D.DistInfo, progress: bool, after_backw
 
     t_start = time.time()
     tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     out = Path(tc.output_dir)
     ckpt_root = out / CHECKPOINTS
 

@@ -4,6 +4,7 @@ line naming the key, the data (a cache prepared when needed), where to resume, p
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -44,6 +45,11 @@ def load_train_config(path=None, overrides=(), base: dict | None = None) -> Conf
     name = model.get("name")
     if isinstance(name, str) and name in list_models():
         data["model"] = merge(to_dict(get_model_config(name)), model)
+    elif isinstance(name, str) and difflib.get_close_matches(name, list_models(), n=1, cutoff=0.75):
+        close = difflib.get_close_matches(name, list_models(), n=1, cutoff=0.75)[0]
+        log.warning(
+            "model.name %r is not a registered model (did you mean %r?): the defaults apply", name, close
+        )
     return from_dict(Config, data)
 
 

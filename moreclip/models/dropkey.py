@@ -45,6 +45,8 @@ def dropkey_mask(
         device: where to create the mask.
         generator: optional random generator (default: the global one).
     """
+    if generator is None:  # torch.compile: rand's generator overload takes no symbolic (dynamic) shapes
+        return torch.rand(shape, device=device) < rate
     return torch.rand(shape, device=device, generator=generator) < rate
 
 

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         default="both",
-        help="rollout, text, both (default: rollout, plus text with --text), all (X-ray: adds chefer), "
+        help="rollout, text, both (default: rollout, plus text with --text), all (X-ray: adds gradient), "
         "or a comma-separated list",
     )
     rep = p.add_mutually_exclusive_group()
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             maps = ecg_maps(model, inp, args.text, args.method, data_cfg)
     except ValueError as e:  # an unknown method, or a text method without --text
         raise ConfigError(f"--method {args.method}: {e}") from None
-    names = [k for k in ("rollout", "text", "chefer") if k in maps]
+    names = [k for k in ("rollout", "text", "gradient") if k in maps]
     title = args.title or Path(args.xray or args.ecg).name
     if args.xray:
         fig = render_xray(maps["image"], {k: maps[k] for k in names}, prompt=args.text, title=title)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import torch
 
-METHODS = ("rollout", "text")  # computed by "both"; X-rays also have "chefer" (in "all")
-TEXT_METHODS = ("text", "chefer")  # the methods that need a prompt
+METHODS = ("rollout", "text")  # computed by "both"; X-rays also have "gradient" (in "all")
+TEXT_METHODS = ("text", "gradient")  # the methods that need a prompt
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from moreclip.errors import ConfigError
 CMAP = "inferno"  # perceptually uniform; its dark end fades into the radiograph (alpha ramp below)
 TITLES = {
     "rollout": "Attention rollout",
-    "text": "Text-conditioned: gradient \u00d7 input",
-    "chefer": "Text-conditioned attention (Chefer)",
+    "text": "Text-conditioned attention",
+    "gradient": "Text-conditioned gradient \u00d7 input",
 }
 
 

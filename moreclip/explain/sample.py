@@ -98,4 +98,4 @@ def explain_sample(
 
 def _only_maps(maps: dict) -> dict:
     """The method -> map entries of an ``xray_maps`` / ``ecg_maps`` result."""
-    return {k: v for k, v in maps.items() if k in ("rollout", "text", "chefer")}
+    return {k: v for k, v in maps.items() if k in ("rollout", "text", "gradient")}

@@ -4,18 +4,21 @@
     maps["rollout"], maps["text"]        # (gh, gw) numpy maps on the ViT patch grid, each summing to 1
     maps["image"]                        # (S, S) uint8: the radiograph as the model saw it
 
-Methods (``methods=``; ``"both"`` = rollout + text, ``"all"`` adds chefer):
+Methods (``methods=``; ``"both"`` = rollout + text, ``"all"`` adds gradient):
 
 - ``rollout``: :func:`~moreclip.explain.attention.attention_rollout` of the ViT's blocks (Abnar &
   Zuidema 2020): what the encoder attends to, whatever the prompt.
-- ``text``: gradient x input of the target score ``cos(x-ray embedding, prompt embedding)`` on the
-  normalised pixels, ``|x * d score / dx|`` summed over each patch: the pixels that move the image's
-  similarity to the prompt. The same method as the ECG's text map.
-- ``chefer``: gradient-weighted attention rollout (Chefer et al. 2021,
-  :func:`~moreclip.explain.attention.gradient_rollout`) with the same target score. On the synthetic
-  pointing game (``benchmarks/explain.py``, tests/test_explain_pointing.py) a small trained model's
-  ``chefer`` maps sat on the lung *opposite* a unilateral effusion (its attention compares the two sides),
-  while ``text`` and ``rollout`` sat on the effusion's side; hence ``text`` is the default.
+- ``text``: gradient-weighted attention rollout (Chefer et al. 2021,
+  :func:`~moreclip.explain.attention.gradient_rollout`) with the target score
+  ``cos(x-ray embedding, prompt embedding)``: the patches whose attention raised the image's similarity
+  to the prompt.
+- ``gradient``: gradient x input of the same score on the normalised pixels, ``|x * d score / dx|``
+  summed over each patch (the method of the ECG's text map). Cheaper and model-agnostic, but it favours
+  pixels far from the normalisation mean (dark lung more than grey opacity) and shows where a change
+  *would* move the score, which for a saturated finding is often elsewhere.
+
+How well each localises depends on the model: ``benchmarks/explain.py`` measures the synthetic pointing
+game for all three (tests/test_explain_pointing.py asserts it for ``text``).
 
 Maps are computed in eval mode (DropKey and dropout off) and normalised to sum to 1 over the grid, so a
 map's "mass" in a region is comparable across images and methods; :func:`mass_in_box` and
@@ -32,7 +35,7 @@ from moreclip.explain.attention import attention_rollout, gradient_rollout, norm
 from moreclip.explain.common import check_methods, eval_mode, prompt_embeddings
 from moreclip.models.dropkey import record_attention
 
-XRAY_METHODS = ("rollout", "text", "chefer")
+XRAY_METHODS = ("rollout", "text", "gradient")
 
 
 def _vit_layout(model) -> tuple[int, tuple[int, int], str]:
@@ -50,8 +53,8 @@ def xray_relevance(
     Args:
         model: the MoRE model.
         x: ``(B, 1, S, S)`` normalised radiographs (see :func:`~moreclip.explain.inputs.xray_input`).
-        text: the prompt (or B prompts) for the ``text`` / ``chefer`` maps.
-        methods: ``"rollout"``, ``"text"``, ``"chefer"``, ``"both"`` (rollout + text), ``"all"``, or a
+        text: the prompt (or B prompts) for the ``text`` / ``gradient`` maps.
+        methods: ``"rollout"``, ``"text"``, ``"gradient"``, ``"both"`` (rollout + text), ``"all"``, or a
             list of them.
         kind: text kind of the prompt (picks the text tower; ``xray_report`` by default).
 
@@ -68,17 +71,17 @@ def xray_relevance(
             z = model.encode_xray(x)  # (B, d)
         if "rollout" in methods:
             out["rollout"] = attention_rollout(maps, prefix, pool)
-        wanted = [m for m in ("text", "chefer") if m in methods]
+        wanted = [m for m in ("text", "gradient") if m in methods]
         if wanted:
             t = prompt_embeddings(model, text, B, kind).to(z.dtype)
             score = (z * t).sum()  # sum of per-image cosine similarities (images are independent)
-            inputs = ([x] if "text" in wanted else []) + (list(maps) if "chefer" in wanted else [])
+            inputs = ([x] if "gradient" in wanted else []) + (list(maps) if "text" in wanted else [])
             grads = torch.autograd.grad(score, inputs)
-            if "text" in wanted:
+            if "gradient" in wanted:
                 gx = (grads[0] * x).detach().abs().sum(1, keepdim=True).float()  # (B, 1, S, S)
-                out["text"] = F.adaptive_avg_pool2d(gx, (gh, gw))  # per patch
-            if "chefer" in wanted:
-                out["chefer"] = gradient_rollout(maps, grads[-len(maps) :], prefix, pool)
+                out["gradient"] = F.adaptive_avg_pool2d(gx, (gh, gw))  # per patch
+            if "text" in wanted:
+                out["text"] = gradient_rollout(maps, grads[-len(maps) :], prefix, pool)
     return {m: normalise_mass(out[m].reshape(B, gh, gw), 2).cpu() for m in methods}
 
 
@@ -89,12 +92,12 @@ def xray_maps(model, image, text: str | None = None, methods="both", data_cfg=No
         model: the MoRE model.
         image: image file path, grey uint8 array, or :class:`~moreclip.explain.inputs.XrayInput`.
         text: prompt for the text-conditioned maps (without it only ``rollout`` is computed).
-        methods: ``"rollout"``, ``"text"``, ``"chefer"``, ``"both"`` (default: rollout, and text when a
+        methods: ``"rollout"``, ``"text"``, ``"gradient"``, ``"both"`` (default: rollout, and text when a
             prompt is given), ``"all"``, or a list.
         data_cfg: the training preprocessing (:func:`moreclip.eval.data_config_for`).
 
     Returns:
-        ``{"rollout": (gh, gw), "text": (gh, gw), "chefer": (gh, gw)`` (each when computed, float32
+        ``{"rollout": (gh, gw), "text": (gh, gw), "gradient": (gh, gw)`` (each when computed, float32
         numpy summing to 1),
         ``"image": (S, S) uint8, "similarity": float`` (cosine to the prompt, when given)``}``.
     """

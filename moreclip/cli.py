@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("moreclip.commands.probe", "linear probe on frozen embeddings at fractions of the labels"),
     "retrieval": ("moreclip.commands.retrieval", "cross-modal retrieval: Recall@K and median rank"),
     "explain": ("moreclip.commands.explain", "heat maps, ECG attribution and report word importance for one input"),
+    "index": ("moreclip.commands.index", "vector index of a model's embeddings: build, add, search"),
     "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }
 

@@ -291,3 +291,13 @@ def test_effusion_and_pneumothorax_are_drawn_on_the_labelled_side(cohort):
     for _, row in ptx.iterrows():
         x0, _, x1, _ = (float(v) for v in row["synth_pneumothorax_box"].split(","))
         assert ((x0 + x1) / 2 > 0.5) == (row["synth_pneumothorax_side"] == "left")
+
+
+def test_no_patient_draws_an_unphysiological_voltage():
+    """Regression: LVH scaling on a far-rotated axis once drew 30+ mV limb leads (seed 0, patient 1302),
+    beyond real ECGs and the 16-bit record's range, so a ~2,000-patient cohort failed to write."""
+    from moreclip.data.synthetic import render_patient
+
+    for index in [52, 224, 276, 1074, 1302, *range(0, 400, 3)]:
+        sample = render_patient(0, index, 32)
+        assert np.abs(sample.ecg).max() < 6.0, index

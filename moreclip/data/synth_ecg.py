@@ -252,14 +252,20 @@ def _shape_params(p: Patient, rng) -> dict:
     }
 
 
+_MAX_QRS_MV = 4.5  # no lead's QRS peak is scaled beyond this (tall LVH voltages stay physiological)
+
+
 def _qrs_scale(p: Patient, qrs_t: np.ndarray) -> float:
     """Factor on the QRS part that keeps the voltage criteria of the labels clear of their thresholds."""
     if p.low_voltage:  # every limb lead < 0.5 mV peak-to-peak
         limb = np.ptp(qrs_t[:6], axis=1).max()
         return min(1.0, 0.38 / limb) if limb > 0 else 1.0
     sokolow = -qrs_t[6].min() + max(qrs_t[10].max(), qrs_t[11].max())  # S V1 + R V5/V6
-    if p.lvh:
-        return max(1.0, 4.0 / sokolow)
+    if p.lvh:  # capped: with a far-rotated axis the chest-lead voltage can be small, and an uncapped
+        # factor (4 / small) drew limb leads of 30+ mV, beyond any real ECG and the 16-bit record's range
+        peak = np.abs(qrs_t).max()
+        cap = _MAX_QRS_MV / peak if peak > 0 else 1.0
+        return max(1.0, min(4.0 / sokolow if sokolow > 0 else 1.0, cap))
     if p.rhythm != "paced" and p.bbb == "none":
         return min(1.0, 3.0 / sokolow)
     return 1.0

@@ -243,6 +243,8 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     if not (structural or p.low_voltage) and r() < 0.05 + 0.28 * htn + 0.15 * p.cardiomegaly:
         p.lvh = True
         p.lvh_strain = bool(r() < 0.45)
+        if not -60 <= p.axis_deg <= 90:  # LVH with right or extreme left axis is atypical (and the chest-
+            p.axis_deg = float(rng.uniform(-45, 60))  # lead voltage of the dipole model collapses there)
     if not structural and r() < 0.05 + 0.35 * cad:
         p.ste_territory = _pick(rng, TERRITORIES, [0.45, 0.35, 0.2])
     if not structural and r() < 0.04 + 0.25 * cad:

@@ -14,12 +14,13 @@ layers run without building a graph. Without LoRA, ``freeze_backbone`` freezes o
 Train/eval mode: a frozen backbone (LoRA, or ``freeze_backbone``) always runs in eval mode, i.e. without
 its own dropout (hidden and attention-probability dropout); only the adapters (LoRA and its dropout)
 follow ``train()``/``eval()``. Frozen weights are a fixed feature extractor, which also makes their
-outputs cacheable and lets attention use the fused kernel (about 1.7x less CPU per training step of the
-tiny config than with dropout in the frozen layers).
+outputs cacheable and spares the dropout masks and the unfused attention they force.
 
-``prefix_cache_mb > 0`` caches, per report, the hidden states entering the lowest adapter layer
+On CPU, a batch of token ids runs in groups of similar length (:func:`length_groups`: padding costs
+as much as tokens there). ``prefix_cache_mb > 0`` caches, per report, the hidden states entering the lowest adapter layer
 (:mod:`moreclip.models.text_cache`): from the second time a report is seen only the top layers run.
-Exact (float32); the cache is not part of the state dict. ``TextEncoder.cache_stats()`` reports it.
+Both are exact up to float rounding; the cache is not part of the state dict and never changes a
+result bit (a warm cache gives what a cold one gives). ``TextEncoder.cache_stats()`` reports it.
 """
 
 from __future__ import annotations

@@ -47,6 +47,13 @@ _LAZY = {
     "linear_probe": "moreclip.eval.probe",
     "retrieval": "moreclip.eval",
     "VectorIndex": "moreclip.index",
+    "build_index": "moreclip.index.model_index",
+    "search_index": "moreclip.index.model_index",
+    "xray_maps": "moreclip.explain",
+    "ecg_maps": "moreclip.explain",
+    "ecg_attribution": "moreclip.explain",
+    "text_importance": "moreclip.explain",
+    "explain_sample": "moreclip.explain",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

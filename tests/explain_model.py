@@ -196,10 +196,11 @@ def train(model, data: Split, prompts: tuple[str, str], xray_steps: int = 500, e
 
 
 def trained_and_random(finding: str = "effusion", n_train: int = 200, n_test_side: int = 32,
-                       xray_steps: int = 800, ecg_steps: int = 150, seed: int = 0):  # fmt: skip
+                       xray_steps: int = 800, ecg_steps: int = 150, seed: int = 0, trained=None):  # fmt: skip
     """``(trained model, random model with the same initial weights, test Split, its counterfactuals)``.
 
-    Trained on ``n_train`` patients showing ``finding`` and the same patients without it (one thread)."""
+    Trained on ``n_train`` patients showing ``finding`` and the same patients without it (one thread);
+    ``trained``: a model trained so before (e.g. loaded from disk), used instead of training again."""
     f = FINDINGS[finding]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -207,8 +208,11 @@ def trained_and_random(finding: str = "effusion", n_train: int = 200, n_test_sid
         train_ids, test_ids = select(f, n_train, n_test_side)
         model = build(seed)
         random_model = copy.deepcopy(model).eval()
-        data = concat(render(f, train_ids), render(f, train_ids, counterfactual=True))
-        train(model, data, prompts(f), xray_steps, ecg_steps, seed=seed)
+        if trained is None:
+            data = concat(render(f, train_ids), render(f, train_ids, counterfactual=True))
+            train(model, data, prompts(f), xray_steps, ecg_steps, seed=seed)
+        else:
+            model = trained
         return model.eval(), random_model, render(f, test_ids), render(f, test_ids, counterfactual=True)
     finally:
         torch.set_num_threads(threads)

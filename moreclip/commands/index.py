@@ -36,6 +36,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict", action="store_true", help="fail on an unreadable record instead of skipping it"
     )
+    p.add_argument("--workers", type=int, default=0, help="processes decoding records (default 0: this one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -101,7 +102,8 @@ def _build(args) -> int:
 
     params = IndexParams(kind=args.kind, exact_max=args.exact_max)
     index = build_index(args.model, args.manifest, args.modalities, params=params, excerpt_chars=args.excerpt_chars,
-                        batch_size=args.batch_size, progress=not args.no_progress, strict=args.strict)  # fmt: skip
+                        batch_size=args.batch_size, progress=not args.no_progress, strict=args.strict,
+                        num_workers=args.workers)  # fmt: skip
     path = index.save(args.out)
     counts = ", ".join(f"{m}: {index.count(m)} ({index.kind(m)})" for m in index.modalities)
     print(f"wrote {path}: {counts}")
@@ -115,7 +117,8 @@ def _add(args) -> int:
     index = VectorIndex.load(args.index)
     model = index_model(index, args.model)
     added = add_to_index(index, model, args.manifest, args.modalities, excerpt_chars=args.excerpt_chars,
-                         batch_size=args.batch_size, progress=not args.no_progress, strict=args.strict)  # fmt: skip
+                         batch_size=args.batch_size, progress=not args.no_progress, strict=args.strict,
+                         num_workers=args.workers)  # fmt: skip
     path = index.save(args.index)
     counts = ", ".join(f"{m}: +{n} -> {index.count(m) if m in index else 0}" for m, n in added.items())
     print(f"updated {path}: {counts}")

@@ -26,11 +26,7 @@ LAYOUT_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF"
 RHYTHM_LEAD = "II"
 ROW_MV = 3.0  # vertical room of one row (30 mm)
 MM_PER_S, MM_PER_MV = 25.0, 10.0
-TITLES = {
-    "rollout": "Attention rollout",
-    "text": "Gradient \u00d7 input",
-    "gradient": "Gradient \u00d7 input",
-}
+TITLES = {"rollout": "Attention rollout", "text": "Text-conditioned attribution (gradient \u00d7 input)"}
 
 
 def _segments(layout: str, seconds: float) -> list[tuple[int, float, float, int]]:

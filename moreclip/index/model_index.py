@@ -142,7 +142,7 @@ def _check_modalities(modalities: Sequence[str] | None) -> list[str]:
     return mods
 
 
-def _embed(model, manifest, modalities, data_cfg, batch_size, progress, strict):
+def _embed(model, manifest, modalities, data_cfg, batch_size, progress, strict, num_workers=0):
     """Embeddings of ``manifest``'s rows per modality: ``{modality: (sample ids, (n, D))}``."""
     from moreclip.data.dataset import MoreDataset
     from moreclip.eval.embed import embed_dataset
@@ -150,7 +150,8 @@ def _embed(model, manifest, modalities, data_cfg, batch_size, progress, strict):
     if not len(manifest):
         return {}
     ds = MoreDataset(manifest, data_cfg, split=None, augment=False, strict=strict)
-    emb = embed_dataset(model, ds, modalities=modalities, batch_size=batch_size, progress=progress)
+    emb = embed_dataset(model, ds, modalities=modalities, batch_size=batch_size, progress=progress,
+                        num_workers=num_workers)  # fmt: skip
     out = {}
     for m in modalities:
         if m not in emb.embeddings:
@@ -176,6 +177,7 @@ def build_index(
     batch_size: int = 64,
     progress: bool = True,
     strict: bool = False,
+    num_workers: int = 0,
 ) -> VectorIndex:
     """Embed every sample of ``manifest`` per modality with the checkpoint's model into a new index.
 
@@ -189,6 +191,7 @@ def build_index(
         batch_size: samples per forward pass.
         progress: show progress bars.
         strict: raise on an unreadable record instead of reporting and skipping it.
+        num_workers: DataLoader processes decoding records (0: in this process).
 
     Returns:
         the (unsaved) :class:`VectorIndex`.
@@ -201,7 +204,7 @@ def build_index(
     cfg = _data_config(model, None, checkpoint)
     info = checkpoint_info(checkpoint, model, cfg)
     info["manifests"] = [str(Path(man.path).resolve())] if man.path else []
-    embeddings = _embed(model, man, mods, cfg, batch_size, progress, strict)
+    embeddings = _embed(model, man, mods, cfg, batch_size, progress, strict, num_workers)
     if not embeddings:
         raise ConfigError(f"{man.path}: no row has any of the modalities {', '.join(mods)}")
     meta = _metadata(man, list(embeddings), excerpt_chars)
@@ -220,6 +223,7 @@ def add_to_index(
     batch_size: int = 64,
     progress: bool = True,
     strict: bool = False,
+    num_workers: int = 0,
 ) -> dict[str, int]:
     """Embed the rows of ``manifest`` that ``index`` does not hold yet (per modality) and add them.
 
@@ -229,7 +233,7 @@ def add_to_index(
         manifest: a Manifest or a path to one.
         modalities: default: those the index holds.
         excerpt_chars: as for :func:`build_index`.
-        batch_size / progress / strict: as for :func:`build_index`.
+        batch_size / progress / strict / num_workers: as for :func:`build_index`.
 
     Returns:
         modality -> number of vectors added (rows already indexed are skipped).
@@ -247,7 +251,7 @@ def add_to_index(
     if new_rows.any():
         sub = man.subset(new_rows)
         cfg = _data_config(model, index, None)
-        embeddings = _embed(model, sub, mods, cfg, batch_size, progress, strict)
+        embeddings = _embed(model, sub, mods, cfg, batch_size, progress, strict, num_workers)
         meta = _metadata(sub, list(embeddings), excerpt_chars)
         for m, (sids, x) in embeddings.items():
             have = set(index.metadata(m)["sample_id"]) if m in index else set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -171,3 +172,9 @@ def test_table_output_shows_excerpts_unless_asked_not_to(setup, capsys):
     assert main(["index", "info", "--index", str(s["root"] / "idx")]) == 0
     info = capsys.readouterr().out
     assert "xray_report" in info and str(s["ckpt"].resolve()) in info
+
+
+def test_a_missing_faiss_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    assert main(["index", "info", "--index", str(tmp_path)]) == 2
+    assert "pip install 'moreclip[index]'" in capsys.readouterr().err

@@ -91,8 +91,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from moreclip.index.model_index import require_faiss
+
     if not getattr(args, "verbose", 0):
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it found
+    require_faiss()
     return {"build": _build, "add": _add, "search": _search, "info": _info}[args.index_command](args)
 
 

@@ -51,6 +51,14 @@ PATH_OF = {"xray": "xray_path", "ecg": "ecg_path"}
 EXCERPT_CHARS = 200
 
 
+def require_faiss() -> None:
+    """Raise a clear ConfigError when FAISS (the ``index`` extra) is not installed."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        raise ConfigError("the vector index needs FAISS: pip install 'moreclip[index]'") from None
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{k} {pc[k]['step_cpu_s']:.2f} ({pc[k]['samples_per_cpu_s']:.1f}/CPU-s)"
                     for k in VARIANTS
                 )
-                + f"; warm/off speed-up {pc['speedup_warm_vs_off']:.2f}x, cold {pc['speedup_cold_vs_off']:.2f}x"
+                + f"; speed-up over off: warm {pc['speedup_warm_vs_off']:.2f}x, "
+                + f"cold {pc['speedup_cold_vs_off']:.2f}x"
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,10 @@ follow ``train()``/``eval()``. Frozen weights are a fixed feature extractor, whi
 outputs cacheable and spares the dropout masks and the unfused attention they force.
 
 On CPU, a batch of token ids runs in groups of similar length (:func:`length_groups`: padding costs
-as much as tokens there). ``prefix_cache_mb > 0`` caches, per report, the hidden states entering the lowest adapter layer
-(:mod:`moreclip.models.text_cache`): from the second time a report is seen only the top layers run.
-Both are exact up to float rounding; the cache is not part of the state dict and never changes a
-result bit (a warm cache gives what a cold one gives). ``TextEncoder.cache_stats()`` reports it.
+as much as tokens there). ``prefix_cache_mb > 0`` caches, per report, the hidden states entering the
+lowest adapter layer (:mod:`moreclip.models.text_cache`): from the second time a report is seen only
+the top layers run. Both equal the plain path up to float rounding; the cache is not part of the state
+dict, and results do not depend on its state (warm == cold, bit for bit). See :meth:`cache_stats`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from moreclip.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# names of attention projections tried when peft has no default for the architecture
 # fixed cost of one backbone call in tokens of padding, for grouping a CPU batch by length
 PER_CALL_TOKENS = 64
+# names of attention projections tried when peft has no default for the architecture
 FALLBACK_TARGETS = ("query", "value", "q_proj", "v_proj", "c_attn", "qkv", "Wqkv", "query_key_value")
 
 

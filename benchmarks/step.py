@@ -8,7 +8,7 @@ six pairs, ``backward()``. The reports are those of the synthetic cohort (``more
 drawn in memory: X-ray ~70 tokens, ECG ~40 tokens, all distinct). Per model: samples/s (wall and per
 CPU-second of this process), peak resident memory, and the share of forward + backward time of each
 encoder (X-ray, ECG, text = both report streams) measured in isolation, with the model's config as
-registered (tiny: text prefix cache on, so these steps see reports already cached).
+registered (text prefix cache off unless the config turns it on).
 
 Text prefix cache (``model.text.prefix_cache_mb``, models whose LoRA sits above frozen layers): the step
 cost with the cache ``off`` (same model, uncached path), ``cold`` (a batch of reports never seen, every

@@ -47,9 +47,8 @@ def _run(enc: TextEncoder, texts: list[str], cached: bool, seed: int = 1):
     return z.detach(), grads
 
 
-# float32 rounding: a missed text's prefix runs alone, the uncached path runs it padded in the batch;
-# measured max differences here are ~1e-6 (features) and ~3e-6 (gradients, relative to their largest)
-TOL = 1e-5
+# float32 rounding: cached states may come from a batch of another shape (measured: <= ~3e-7 relative)
+TOL = 1e-6
 
 
 def _assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = TOL) -> None:
@@ -129,15 +128,16 @@ def test_minilm_cached_equals_uncached_in_train_and_eval(minilm):
     _assert_cached_equals_uncached(minilm)
 
 
-def test_warm_cache_gives_bit_identical_results_to_a_cold_one(minilm):
-    minilm.eval()
+def test_a_batch_with_nothing_cached_runs_the_plain_path_bit_for_bit(minilm):
     minilm.clear_cache()
-    with torch.no_grad():
-        cold = minilm.encode(TEXTS2)
+    for mode in (True, False):
+        minilm.train(mode)
+        z0, g0 = _run(minilm, TEXTS2, cached=False)
         minilm.clear_cache()
-        minilm.encode([*TEXTS, "a much longer report that pads the batch differently " * 3])
-        warm = minilm.encode(TEXTS2)  # mostly states computed in another batch
-    assert torch.equal(cold, warm)
+        z1, g1 = _run(minilm, TEXTS2, cached=True)  # the first epoch costs what it did
+        assert torch.equal(z0, z1) and all(torch.equal(g0[n], g1[n]) for n in g0)
+    minilm.eval()
+    assert minilm.cache_stats()["entries"] == 3  # and keeps what it computed
 
 
 def test_frozen_backbone_runs_in_eval_mode_and_lora_dropout_follows_train(minilm):
@@ -346,4 +346,4 @@ def test_batch_grouped_by_length_equals_one_text_at_a_time(minilm):
         (minilm.encode([t]) * w[i : i + 1]).sum().backward()
     for n, p in minilm.named_parameters():
         if p.requires_grad:
-            _assert_close(g0[n], p.grad)  # 11 backward passes summed in another order
+            _assert_close(g0[n], p.grad, tol=1e-5)  # 11 backward passes summed in another order

@@ -19,8 +19,9 @@ outputs cacheable and spares the dropout masks and the unfused attention they fo
 On CPU, a batch of token ids runs in groups of similar length (:func:`length_groups`: padding costs
 as much as tokens there). ``prefix_cache_mb > 0`` caches, per report, the hidden states entering the
 lowest adapter layer (:mod:`moreclip.models.text_cache`): from the second time a report is seen only
-the top layers run. Both equal the plain path up to float rounding; the cache is not part of the state
-dict, and results do not depend on its state (warm == cold, bit for bit). See :meth:`cache_stats`.
+the top layers run (a batch with nothing cached runs the plain path, so the first epoch costs what it
+did). Both equal the plain path up to float rounding (~1e-7); the cache is not part of the state dict.
+See :meth:`TextEncoder.cache_stats`.
 """
 
 from __future__ import annotations

@@ -9,16 +9,18 @@ epoch, so from the second epoch on the text tower costs its top layers (forward 
 
 How it runs inside any Hugging Face backbone, without re-implementing attention masks or positions:
 
-- **misses**: the backbone's own forward on each missed text alone (no padding) under ``no_grad``; a
-  pre-hook on the split layer takes its input hidden states and stops the forward there (nothing above
-  it runs). One text at a time makes the cached states a function of the text only, so results do not
-  depend on which batch first saw a report: a warm cache gives bit-identical outputs to a cold one;
-- **the batch**: the backbone's own forward again, with the prefix layers replaced by the identity for
+- **a batch with nothing cached** (the first epoch): the plain forward, unchanged (so bit-identical to
+  the uncached path and no dearer); a pre-hook on the split layer keeps each row's input states;
+- **misses among hits**: the backbone's own forward on the missed rows under ``no_grad``; a pre-hook on
+  the split layer takes its input hidden states and stops the forward there (nothing above it runs);
+- **then the batch**: the backbone's own forward again, with the prefix layers replaced by the identity for
   the duration of the call and the split layer's input replaced by the cached states (padding
   positions zero; padding is masked out of attention, so real tokens see exactly what they saw).
   The embeddings still run (cheap, output discarded); masks, rotary/absolute positions and LoRA
-  dropout are the model's own, so embeddings and gradients equal the uncached path (to float rounding:
-  the cached states come from a batch of another shape, ~1e-7 relative).
+  dropout are the model's own, so embeddings and gradients equal the uncached path up to float
+  rounding (~1e-7 relative): cached states may come from a batch of another shape. A warm cache may
+  therefore differ from a cold one in the last bits, as the uncached path differs between batch
+  compositions.
 
 With a fully frozen backbone (no LoRA, ``freeze_backbone``) the split is the top of the stack: the
 cache holds the last hidden states and a hit skips the backbone.
@@ -223,13 +225,19 @@ class FrozenPrefix:
                 missed[k] = i
             else:
                 got[k] = t
-        for k, i in missed.items():  # one text at a time: its states do not depend on the batch
-            n = lens[i]
+        if missed and not got:  # nothing cached: the plain forward, keeping the split layer's input
+            out, h = self._forward_keeping(input_ids, attention_mask, kwargs)
+            self._store(missed, h, lens, got)
+            return out
+        if missed:  # the missed rows' prefix alone, stopped at the split layer
+            rows = list(missed.values())
+            width = max(lens[i] for i in rows)
+            sub = torch.tensor(rows, device=input_ids.device)
             with torch.no_grad():
-                h = self._capture(input_ids[i : i + 1, :n], attention_mask[i : i + 1, :n], kwargs)
-            with torch.inference_mode(False):  # normal tensors, usable by later training steps
-                got[k] = h[0].clone()
-            self.cache.put(k, got[k])
+                h = self._capture(input_ids[sub, :width], attention_mask[sub, :width], kwargs)
+            self._store(
+                {k: j for j, k in enumerate(missed)}, h, {j: lens[i] for j, i in enumerate(rows)}, got
+            )
         seqs = [got[k] for k in keys]
         hidden = nn.utils.rnn.pad_sequence(seqs, batch_first=True)
         if hidden.shape[1] < input_ids.shape[1]:
@@ -237,6 +245,41 @@ class FrozenPrefix:
         if self.split == len(self.layers):
             return hidden
         return self._run_top(input_ids, attention_mask, hidden, kwargs)
+
+    def _store(self, rows: dict[bytes, int], h: torch.Tensor, lens, got: dict) -> None:
+        """Cache ``h[row, :length]`` (as a normal, detached tensor) under each key of ``rows``."""
+        with torch.inference_mode(False):  # normal tensors, usable by later training steps
+            for k, r in rows.items():
+                got[k] = h[r, : lens[r]].detach().clone()
+                self.cache.put(k, got[k])
+
+    def _hooks(self, take) -> list:
+        """A pre-hook ``take`` on the split layer and, until probed, the layer output-type probe."""
+
+        def probe(module, args, out):
+            self._tuple_out = isinstance(out, tuple)
+
+        hooks = [self.layers[self.split].register_forward_pre_hook(take, with_kwargs=True)]
+        if self._tuple_out is None:
+            hooks.append(self.layers[self.split - 1].register_forward_hook(probe))
+        return hooks
+
+    def _forward_keeping(self, input_ids, attention_mask, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain backbone forward: last hidden states and the split layer's input (or the last
+        hidden states again when the split is the top)."""
+        if self.split == len(self.layers):
+            out = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, **kwargs
+            ).last_hidden_state
+            return out, out
+        box = {}
+        hooks = self._hooks(lambda module, args, kw: box.__setitem__("h", _hidden_arg(args, kw)))
+        try:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        return out.last_hidden_state, box["h"]
 
     def _capture(self, input_ids, attention_mask, kwargs) -> torch.Tensor:
         """Hidden states entering the split layer (the last hidden states when it is the top)."""
@@ -250,12 +293,7 @@ class FrozenPrefix:
             box["h"] = _hidden_arg(args, kw)
             raise _Stop
 
-        def probe(module, args, out):
-            self._tuple_out = isinstance(out, tuple)
-
-        hooks = [self.layers[self.split].register_forward_pre_hook(take, with_kwargs=True)]
-        if self._tuple_out is None:
-            hooks.append(self.layers[self.split - 1].register_forward_hook(probe))
+        hooks = self._hooks(take)
         try:
             self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         except _Stop:

@@ -131,7 +131,7 @@ def test_fast_wfdb_writer_is_byte_identical_to_write_ecg(tmp_path):
     assert (tmp_path / "ref.hea").read_text().replace("ref", "fast") == (tmp_path / "fast.hea").read_text()
 
 
-def test_cli_synth_writes_refuses_to_clobber_and_demo_validates(tmp_path, capsys):
+def test_cli_synth_writes_and_refuses_to_clobber(tmp_path, capsys):
     out = tmp_path / "cohort"
     args = [
         "-q",
@@ -153,14 +153,6 @@ def test_cli_synth_writes_refuses_to_clobber_and_demo_validates(tmp_path, capsys
     assert main([*args, "--overwrite", "--n", "4"]) == 0 and len(list((out / "xray").glob("*.png"))) <= 4
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(out), "--missing-xray", "1.5"])
-    demo = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(demo), "--n", "8", "--workers", "1", "--image-size", "96"]) == 0
-    text = capsys.readouterr().out
-    assert (
-        "OK: 8 rows" in text and str((demo / "manifest.parquet").resolve()) in text.strip().splitlines()[-3]
-    )
-    assert main(["-q", "demo", "--out", str(demo), "--n", "8", "--workers", "1", "--image-size", "96"]) == 0
-    assert "reusing" in capsys.readouterr().out
 
 
 def test_bad_arguments_and_foreign_folders_are_refused(tmp_path):

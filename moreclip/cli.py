@@ -18,16 +18,28 @@ from moreclip.errors import MoreclipError
 
 # name -> (module, one-line purpose); the order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("moreclip.commands.synth", "generate the embedded synthetic cohort (radiographs, ECGs, reports)"),
-    "ingest": ("moreclip.commands.ingest", "turn MIMIC / PTB-XL / CheXpert / edema data as shipped into a manifest"),
+    "synth": (
+        "moreclip.commands.synth",
+        "generate the embedded synthetic cohort (radiographs, ECGs, reports)",
+    ),
+    "ingest": (
+        "moreclip.commands.ingest",
+        "turn MIMIC / PTB-XL / CheXpert / edema data as shipped into a manifest",
+    ),
     "validate": ("moreclip.commands.validate", "check every row and file of a manifest"),
     "prepare": ("moreclip.commands.prepare", "decode a manifest once into a memory-mapped cache (resumable)"),
     "info": ("moreclip.commands.info", "describe a model: config and trainable / frozen parameters"),
-    "pretrain": ("moreclip.commands.pretrain", "contrastive pre-training (one process or torchrun; resumable)"),
+    "pretrain": (
+        "moreclip.commands.pretrain",
+        "contrastive pre-training (one process or torchrun; resumable)",
+    ),
     "zeroshot": ("moreclip.commands.zeroshot", "zero-shot classification of a task from text prompts"),
     "probe": ("moreclip.commands.probe", "linear probe on frozen embeddings at fractions of the labels"),
     "retrieval": ("moreclip.commands.retrieval", "cross-modal retrieval: Recall@K and median rank"),
-    "explain": ("moreclip.commands.explain", "heat maps, ECG attribution and report word importance for one input"),
+    "explain": (
+        "moreclip.commands.explain",
+        "heat maps, ECG attribution and report word importance for one input",
+    ),
     "index": ("moreclip.commands.index", "vector index of a model's embeddings: build, add, search"),
     "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
 }

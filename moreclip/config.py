@@ -160,7 +160,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 on GPUs that support it, fp32 on CPU
     device: str = "auto"  # auto (cuda:<local rank> when CUDA is available), cpu, cuda
     threads: int | None = None  # torch CPU threads per process (None: torch's default, one per core)
-    auto_cache: bool = True  # only data.manifest given: prepare a cache in output_dir/cache (False: raw files)
+    auto_cache: bool = True  # only data.manifest given: cache it in output_dir/cache (False: raw files)
     compile: bool = False  # torch.compile the model
     loss: Literal["clip", "symile"] = "clip"
     pairs: str | list[str] = "all"  # "all", "report-anchored", or ["xray:xray_report", ...]

@@ -16,16 +16,15 @@ DataLoader whose persistent workers serve every epoch.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import signal
-import sys
+import os
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import torch
 
 from moreclip.data.batch import finalize_batch, worker_init
+from moreclip.workers import process_context
 
 ORDER, AUGMENT, MODEL = 1, 2, 3  # purposes mixed into derived seeds
 
@@ -89,15 +88,6 @@ def _as_is(x):
     return x
 
 
-def _worker_init(worker_id: int) -> None:
-    """:func:`~moreclip.data.batch.worker_init`, and on Linux die with the trainer: a SIGKILLed trainer
-    must not leave workers behind (blocked on a full result pipe, holding the job's stdout)."""
-    worker_init(worker_id)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class TrainStream:
     """The endless, resumable stream of this rank's finished train batches.
 
@@ -119,8 +109,10 @@ class TrainStream:
             sampler=self.sampler,
             collate_fn=_as_is,
             num_workers=num_workers,
-            worker_init_fn=_worker_init if num_workers > 0 else None,
+            # workers die with the trainer: a SIGKILLed run must not leave them behind (holding its stdout)
+            worker_init_fn=partial(worker_init, parent=os.getpid()) if num_workers > 0 else None,
             persistent_workers=num_workers > 0,
+            multiprocessing_context=process_context() if num_workers > 0 else None,
             prefetch_factor=4 if num_workers > 0 else None,
         )
 

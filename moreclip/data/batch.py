@@ -18,7 +18,9 @@ free, after a smaller copy).
 
 from __future__ import annotations
 
+import os
 import random
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from moreclip.config import MODALITIES
 from moreclip.data import augment as A
 from moreclip.data.preprocess import normalize_leads
 from moreclip.errors import ConfigError
+from moreclip.workers import die_with, process_context
 
 
 def normalize_leads_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
@@ -112,8 +115,11 @@ def _keep_compact(batch: Any) -> Any:
     return collate(batch)
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs."""
+def worker_init(worker_id: int, parent: int | None = None) -> None:
+    """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs, and
+    (``parent`` given) exit when that process is gone (:func:`moreclip.workers.die_with`)."""
+    if parent is not None:
+        die_with(parent)
     torch.set_num_threads(1)
     try:
         import cv2
@@ -210,9 +216,10 @@ def make_dataloader(
         collate_fn=_keep_compact,
         drop_last=drop_last,
         pin_memory=bool(pin_memory),
-        worker_init_fn=worker_init if workers > 0 else None,
+        worker_init_fn=partial(worker_init, parent=os.getpid()) if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,
+        multiprocessing_context=process_context() if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
     return MoreLoader(loader, device)

@@ -363,10 +363,11 @@ def _run(m, out, opts, meta, workers, strict, progress, tqdm) -> PrepareResult:
             for task in todo:
                 finish(_run_shard(task))
         else:
-            import multiprocessing as mp
+            from moreclip.workers import process_context
 
-            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)), mp_context=process_context()
+            ) as pool:
                 pending = {pool.submit(_run_shard, t) for t in todo}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)

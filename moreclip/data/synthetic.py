@@ -212,7 +212,10 @@ def generate_cohort(
     if workers > 1 and n > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        from moreclip.workers import process_context
+
+        ctx = process_context()
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
             for row in pool.map(_make_one, tasks, chunksize=max(1, min(16, n // (8 * workers)))):
                 rows.append(row)
                 bar.update()

@@ -201,7 +201,9 @@ def validate_manifest(
         bar = tqdm(total=len(tasks), desc="validate files", unit="file", disable=not progress)
         ids = m.df["sample_id"].tolist()
         if workers > 1 and len(tasks) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            from moreclip.workers import process_context
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as pool:
                 results = pool.map(_check_file, tasks, chunksize=max(1, min(64, len(tasks) // (4 * workers))))
                 for res in results:
                     bar.update()

@@ -45,6 +45,9 @@ class XrayConfig:
     dropkey_schedule: Literal["constant", "linear"] = "constant"  # linear: rate decays to 0 over depth
     drop_path_rate: float = 0.0  # stochastic depth
     global_pool: Literal["token", "avg"] = "token"  # CLS token or mean of patch tokens
+    # patch: timm's one strided convolution per patch; conv: a convolutional stem (Xiao et al. 2021, stride-2
+    # 3x3 convolutions + BN/ReLU, then 1x1 to the width) with the same token grid: trains faster from scratch
+    stem: Literal["patch", "conv"] = "patch"
 
 
 @dataclass

@@ -9,6 +9,13 @@ Grey input: the patch embedding has one input channel. Pretrained RGB kernels ar
 timm's loader (``adapt_input_conv``); since the convolution is linear this equals feeding the grey
 image replicated to three channels, at a third of the cost. A ``.pth`` weights file is read by timm with
 ``torch.load(weights_only=True)`` (nothing unpickled); ``.safetensors`` is preferred.
+
+Stem (``stem``): ``patch`` is timm's patch embedding (one strided convolution per patch, what pretrained
+weights expect); ``conv`` replaces it by a convolutional stem (Xiao et al. 2021, "Early convolutions help
+transformers see better"): log2(patch) stride-2 3x3 convolutions with batch norm and ReLU, then a 1x1
+convolution to the width. The token grid, and so everything downstream (rollout, position embeddings),
+stays the same; ViTs trained from scratch on small data learn much faster with it. Its batch norm is
+per process under DDP (as open_clip's BN towers without ``--use-bn-sync``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,33 @@ from torch import nn
 from moreclip.config import XrayConfig
 from moreclip.errors import ConfigError
 from moreclip.models.dropkey import DropKeyAttention, set_dropkey
+
+
+def _conv_stem_embed():
+    """timm's ``PatchEmbed`` with its projection replaced by a convolutional stem (same grid, same output)."""
+    from timm.layers import PatchEmbed
+
+    class ConvStemPatchEmbed(PatchEmbed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            p = self.patch_size[0]
+            if self.patch_size[0] != self.patch_size[1] or p < 2 or p & (p - 1):
+                raise ConfigError(f"model.xray.stem=conv needs a square power-of-two patch size, not {p}")
+            n = p.bit_length() - 1  # stride-2 convolutions
+            c_in, width, bias = self.proj.in_channels, self.proj.out_channels, self.proj.bias is not None
+            layers: list[nn.Module] = []
+            for i in range(n):
+                c_out = max(16, width >> (n - 1 - i))
+                layers += [
+                    nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+                c_in = c_out
+            layers.append(nn.Conv2d(c_in, width, 1, bias=bias))
+            self.proj = nn.Sequential(*layers)
+
+    return ConvStemPatchEmbed
 
 
 def create_vit(cfg: XrayConfig) -> nn.Module:
@@ -45,7 +79,16 @@ def create_vit(cfg: XrayConfig) -> nn.Module:
     for key in ("patch_size", "embed_dim", "depth", "num_heads"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
+    if cfg.stem == "conv":
+        kwargs["embed_layer"] = _conv_stem_embed()
+    elif cfg.stem != "patch":
+        raise ConfigError(f"model.xray.stem: {cfg.stem!r} is not 'patch' or 'conv'")
     pretrained = cfg.pretrained
+    if cfg.stem == "conv" and (pretrained or cfg.pretrained_path):
+        raise ConfigError(
+            "model.xray.stem=conv has no pretrained weights (timm's checkpoints have a patch stem): "
+            "use stem=patch with pretrained weights"
+        )
     if cfg.pretrained_path:
         path = Path(cfg.pretrained_path).expanduser()
         if not path.is_file():

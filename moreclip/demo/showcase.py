@@ -21,24 +21,27 @@ SHOW_FINDINGS = ("pleural_effusion", "cardiomegaly", "pacemaker", "pneumothorax"
 NEIGHBOURS = 3
 
 
-def pick_patients(manifest, k: int, seed: int = 0) -> list[int]:
-    """Manifest rows of ``k`` test patients with all four modalities, each showing another X-ray finding
-    (:data:`SHOW_FINDINGS`) when the test split has one; seeded, so the same cohort gives the same rows."""
+def pick_patients(manifest, k: int, seed: int = 0) -> list[tuple[int, str | None]]:
+    """``(manifest row, X-ray finding)`` of ``k`` test patients with all four modalities, each showing
+    another finding of :data:`SHOW_FINDINGS` when the test split has one (None for the rest); seeded, so
+    the same cohort gives the same patients."""
     df = manifest.df
     full = np.ones(len(df), bool)
     for m in ("xray", "ecg", "xray_report", "ecg_report"):
         full &= manifest.has(m)
     rows = np.flatnonzero(full & (df["split"].to_numpy() == "test"))
-    rows = rows[np.random.default_rng(seed).permutation(len(rows))]
-    chosen: list[int] = []
+    rows = [int(r) for r in rows[np.random.default_rng(seed).permutation(len(rows))]]
+    chosen: list[tuple[int, str | None]] = []
     for finding in SHOW_FINDINGS:
         col = f"synthetic/{finding}"
+        taken = {r for r, _ in chosen}
         if len(chosen) >= k or col not in df:
             continue
-        hit = [int(r) for r in rows if df[col].iat[r] == 1 and int(r) not in chosen]
+        hit = [r for r in rows if df[col].iat[r] == 1 and r not in taken]
         if hit:
-            chosen.append(hit[0])
-    chosen += [int(r) for r in rows if int(r) not in chosen][: max(0, k - len(chosen))]
+            chosen.append((hit[0], finding))
+    taken = {r for r, _ in chosen}
+    chosen += [(r, None) for r in rows if r not in taken][: max(0, k - len(chosen))]
     return chosen[:k]
 
 
@@ -132,11 +135,11 @@ def showcase(model, manifest, index, out, *, k: int = 3, seed: int = 0, data_cfg
     thumbs.mkdir(parents=True, exist_ok=True)
     tx, te = load_task("synthetic-xray"), load_task("synthetic-ecg")
     patients = []
-    for row in pick_patients(manifest, k, seed):
+    for row, finding in pick_patients(manifest, k, seed):
         rec = manifest.df.iloc[row]
         sid = str(rec["sample_id"])
         fx, fe = _findings(rec, tx), _findings(rec, te)
-        px, pe = _prompt(tx, fx), _prompt(te, fe)
+        px, pe = _prompt(tx, [finding] if finding else fx), _prompt(te, fe)
         ex = explain_sample(model, manifest, row, xray_prompt=px, ecg_prompt=pe, data_cfg=data_cfg)
         files = {}
         for part in ("xray", "ecg"):

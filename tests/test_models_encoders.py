@@ -53,6 +53,32 @@ def test_xray_attention_maps_cover_every_block():
     assert [tuple(m.shape) for m in maps] == [(2, 3, 5, 5)] * 2  # CLS + 2x2 patches
 
 
+def test_xray_conv_stem_keeps_the_token_grid_and_sees_local_structure(tmp_path):
+    enc = XrayEncoder(XrayConfig(**TINY_VIT, stem="conv")).eval()
+    convs = [m for m in enc.vit.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    # 16 px patches: four stride-2 3x3 convolutions, then a 1x1 to the width
+    assert [(c.kernel_size, c.stride) for c in convs] == [((3, 3), (2, 2))] * 4 + [((1, 1), (1, 1))]
+    assert convs[-1].out_channels == enc.width == 192
+    with record_attention(enc) as maps:
+        out = enc(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 192) and [tuple(m.shape) for m in maps] == [(2, 3, 5, 5)] * 2
+    # overlapping 3x3 receptive fields: a pixel just inside a patch border moves its neighbour's token
+    x = torch.zeros(1, 1, 32, 32)
+    y = x.clone()
+    y[0, 0, 15, 15] = 5.0  # last pixel of patch (0, 0)
+    patch = XrayEncoder(XrayConfig(**TINY_VIT)).eval()
+    with torch.no_grad():
+        delta_patch = (patch.vit.patch_embed(y) - patch.vit.patch_embed(x))[0].abs().sum(-1)
+    assert delta_patch[0] > 0 and torch.all(delta_patch[1:] == 0)  # timm's stem: patch (0, 0) only
+    with torch.no_grad():
+        stem_delta = (enc.vit.patch_embed(y) - enc.vit.patch_embed(x))[0].abs().sum(-1)
+    assert stem_delta[0] > 0 and stem_delta[1] > 0  # the conv stem reaches across the border
+    with pytest.raises(ConfigError, match="stem=conv has no pretrained weights"):
+        XrayEncoder(XrayConfig(**TINY_VIT, stem="conv", pretrained=True))
+    with pytest.raises(ConfigError, match="power-of-two patch size"):
+        XrayEncoder(XrayConfig(**{**TINY_VIT, "img_size": 36}, stem="conv", patch_size=12))
+
+
 ECG = {"sample_rate": 100, "seconds": 10.0, "embed_dim": 48, "depth": 2, "num_heads": 4}
 
 

@@ -3,13 +3,16 @@
     python benchmarks/run_all.py               # full sizes (long: run it on a quiet machine)
     python benchmarks/run_all.py --quick       # reduced sizes: proves every script runs, figures not comparable
     python benchmarks/run_all.py --only synth,loader --quick
+    python benchmarks/run_all.py --reuse demo_quality  # take benchmarks/out/demo_quality.json as it is
 
 Every ``benchmarks/*.py`` except this one is run in its own process (``sys.executable``) with
 ``--out benchmarks/out/<name>.json`` (``out/quick/`` with ``--quick``) and, in quick mode, the reduced
 arguments of :data:`QUICK` (a script not listed runs with its defaults). Each script's JSON is gathered into
 ``benchmarks/results.json`` (``--results``) with its exit status, wall time and command line, and the key
 figures of :data:`KEY_FIGURES` go into ``benchmarks/results.md``. A failing script is recorded (with the
-tail of its output) and the others still run; the exit status is 1 when any failed.
+tail of its output) and the others still run; the exit status is 1 when any failed. ``--reuse`` takes the
+named scripts' existing JSON (from an earlier run of the script itself, e.g. the 30-minute
+``demo_quality``) instead of running them again; they are marked ``reused`` with the file's time.
 """
 
 from __future__ import annotations
@@ -91,6 +94,19 @@ def fmt(v) -> str:
     return "–" if v is None else str(v)
 
 
+def reuse_one(name: str, out_dir: Path) -> dict:
+    """An earlier output of script ``name`` (``out_dir/<name>.json``), recorded as ``reused``."""
+    out = out_dir / f"{name}.json"
+    if not out.is_file():
+        raise SystemExit(f"--reuse {name}: {out} does not exist (run benchmarks/{name}.py first)")
+    made = datetime.fromtimestamp(out.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    print(f"== {name}: reusing {out} (written {made})", flush=True)
+    return {"status": "reused", "returncode": 0, "wall_s": float(json.loads(out.read_text()).get("wall_s") or 0),
+            "command": [str(HERE / f"{name}.py"), "--out", str(out)], "written": made,
+            "output": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+            "result": json.loads(out.read_text())}  # fmt: skip
+
+
 def run_one(name: str, quick: bool, out_dir: Path, timeout: float) -> dict:
     out = out_dir / f"{name}.json"
     out.unlink(missing_ok=True)
@@ -158,6 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="reduced sizes (see QUICK)")
     p.add_argument("--only", default=None, help="comma-separated script names (default: all)")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per script (default 7200)")
+    p.add_argument("--reuse", default="", help="comma-separated scripts whose existing JSON is taken as is")
     p.add_argument(
         "--results", default=str(HERE / "results.json"), help="combined JSON (results.md beside it)"
     )
@@ -179,8 +196,14 @@ def main(argv=None) -> int:
         "benchmarks": {},
     }  # fmt: skip
     t0 = time.time()
+    reuse = {n.strip() for n in args.reuse.split(",") if n.strip()}
+    if reuse - set(names):
+        p.error(f"--reuse: unknown benchmark(s) {sorted(reuse - set(names))}; have {names}")
     for name in names:
-        res["benchmarks"][name] = run_one(name, args.quick, out_dir, args.timeout)
+        if name in reuse:
+            res["benchmarks"][name] = reuse_one(name, out_dir)
+        else:
+            res["benchmarks"][name] = run_one(name, args.quick, out_dir, args.timeout)
     res["total_wall_s"] = round(time.time() - t0, 1)
     res["machine"]["load_end"] = [round(x, 2) for x in os.getloadavg()]
     path = Path(args.results)
@@ -190,7 +213,7 @@ def main(argv=None) -> int:
     os.replace(tmp, path)
     md = path.with_suffix(".md")
     md.write_text(markdown(res))
-    failed = [n for n, r in res["benchmarks"].items() if r["status"] != "ok"]
+    failed = [n for n, r in res["benchmarks"].items() if r["status"] not in ("ok", "reused")]
     print(
         f"\n{len(names) - len(failed)}/{len(names)} benchmarks ok in {res['total_wall_s']:.0f} s -> {path}, {md}"
     )

@@ -41,7 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "heat maps, ECG attribution and report word importance for one input",
     ),
     "index": ("moreclip.commands.index", "vector index of a model's embeddings: build, add, search"),
-    "demo": ("moreclip.commands.demo", "run the demo on a generated synthetic cohort"),
+    "demo": (
+        "moreclip.commands.demo",
+        "the whole method on a generated cohort: pre-train, evaluate, explain, index, HTML report",
+    ),
 }
 
 

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training budget on 2 CPU cores; sets the number of training steps (default 5)",
     )
     p.add_argument("--seed", type=int, default=0, help="cohort and training seed (default 0)")
-    p.add_argument("--config", default=None, help="training config (default: configs/demo.yaml)")
+    p.add_argument("--config", default=None, help="training config (default: the packaged configs/demo.yaml)")
     p.add_argument(
         "--set",
         dest="overrides",

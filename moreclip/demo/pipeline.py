@@ -40,8 +40,9 @@ STAGES = 7
 
 
 def default_config_path() -> Path:
-    """``configs/demo.yaml`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    """The demo's training config, shipped inside the package (``configs/demo.yaml`` links to it), so an
+    installed wheel runs the demo as a source checkout does."""
+    return Path(__file__).resolve().parent / "demo.yaml"
 
 
 @dataclass

@@ -79,11 +79,11 @@ def main(argv=None) -> int:
         **stats, "runs": runs, "wall_s": round(time.time() - t0, 1),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load": list(os.getloadavg())},
     }  # fmt: skip
-    print("\nthreshold                                         " + "  ".join(f"seed {s}" for s in seeds))
+    print("\nthreshold" + " " * 48 + "  ".join(f"seed {s}" for s in seeds))
     for t in thresholds.values():
         cells = "  ".join(f"{t['values'][str(s)]:.3f}{'✓' if t['pass_per_seed'][str(s)] else '✗'}"
                           if t["values"][str(s)] is not None else "  n/a  " for s in seeds)  # fmt: skip
-        print(f"{t['what'] + ' >= ' + format(t['min'], 'g'):<50}{cells}")
+        print(f"{t['what'] + ' >= ' + format(t['min'], 'g'):<56}{cells}")
     print(f"all thresholds met for every seed: {result['all_pass']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

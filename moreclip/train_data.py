@@ -16,15 +16,12 @@ DataLoader whose persistent workers serve every epoch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from functools import partial
 
 import numpy as np
 import torch
 
-from moreclip.data.batch import finalize_batch, worker_init
-from moreclip.workers import process_context
+from moreclip.data.batch import finalize_batch, worker_options
 
 ORDER, AUGMENT, MODEL = 1, 2, 3  # purposes mixed into derived seeds
 
@@ -108,12 +105,7 @@ class TrainStream:
             batch_size=None,  # keys are whole batches
             sampler=self.sampler,
             collate_fn=_as_is,
-            num_workers=num_workers,
-            # workers die with the trainer: a SIGKILLed run must not leave them behind (holding its stdout)
-            worker_init_fn=partial(worker_init, parent=os.getpid()) if num_workers > 0 else None,
-            persistent_workers=num_workers > 0,
-            multiprocessing_context=process_context() if num_workers > 0 else None,
-            prefetch_factor=4 if num_workers > 0 else None,
+            **worker_options(num_workers),
         )
 
     @property

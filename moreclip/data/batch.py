@@ -115,6 +115,21 @@ def _keep_compact(batch: Any) -> Any:
     return collate(batch)
 
 
+def worker_options(workers: int) -> dict:
+    """DataLoader keyword arguments for ``workers`` worker processes (none for 0): persistent workers,
+    started by the fork server (:func:`moreclip.workers.process_context`), set up by :func:`worker_init`
+    (exiting when this process is gone: a SIGKILLed run must not leave them behind, holding its stdout)."""
+    if workers <= 0:
+        return {"num_workers": 0}
+    return {
+        "num_workers": workers,
+        "worker_init_fn": partial(worker_init, parent=os.getpid()),
+        "persistent_workers": True,
+        "multiprocessing_context": process_context(),
+        "prefetch_factor": 4,
+    }
+
+
 def worker_init(worker_id: int, parent: int | None = None) -> None:
     """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs, and
     (``parent`` given) exit when that process is gone (:func:`moreclip.workers.die_with`)."""
@@ -212,14 +227,10 @@ def make_dataloader(
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
-        num_workers=workers,
         collate_fn=_keep_compact,
         drop_last=drop_last,
         pin_memory=bool(pin_memory),
-        worker_init_fn=partial(worker_init, parent=os.getpid()) if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
-        persistent_workers=workers > 0,
-        multiprocessing_context=process_context() if workers > 0 else None,
-        prefetch_factor=4 if workers > 0 else None,
+        **worker_options(workers),
     )
     return MoreLoader(loader, device)

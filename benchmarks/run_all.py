@@ -42,6 +42,7 @@ QUICK: dict[str, list[str]] = {
     "explain": ["--seeds", "0", "--steps", "150"],
     "ingest_mimic": ["--subjects", "2000"],
     "demo_quality": ["--quick"],
+    "text_ceiling": ["--n", "400", "--steps", "100"],
 }  # fmt: skip
 
 #: per script: (label, path in its JSON as a list of keys / indices) shown in results.md
@@ -61,6 +62,7 @@ KEY_FIGURES: dict[str, list[tuple[str, list]]] = {
                      ("zero-shot ECG (mean)", ["mean", "zeroshot/synthetic-ecg/auroc"]),
                      ("R@5 X-ray→report (mean)", ["mean", "retrieval/xray->xray_report/recall@5"]),
                      ("R@5 ECG→report (mean)", ["mean", "retrieval/ecg->ecg_report/recall@5"])],
+    "text_ceiling": [("zero-shot X-ray AUROC ceiling of the frozen text side", ["macro_auroc"])],
 }  # fmt: skip
 
 

@@ -53,11 +53,15 @@ KEY_FIGURES: dict[str, list[tuple[str, list]]] = {
     "step": [("tiny samples/CPU-s", ["results", 0, "samples_per_cpu_s"]),
              ("tiny text share", ["results", 0, "encoder_share", "text"])],
     "train": [("samples/s (1 process)", ["samples_per_s_1_process"]),
-              ("data wait fraction", ["data_wait_fraction_1_process"])],
+              ("data wait fraction", ["data_wait_fraction_1_process"]),
+              ("2-process / 1-process throughput", ["ratio_2_to_1_process"])],
     "eval": [("probe CPU s", ["probe", "cpu_s"]), ("text embed samples/CPU-s", ["embed", "xray_report", "samples_per_cpu_s"])],
-    "index": [("build s", ["build", "wall_s"]), ("p50 latency ms", ["latency", "p50_ms"]), ("recall@10", ["recall@10"])],
-    "explain": [("pointing hit (text map)", ["summary", "trained", "text", "hit"])],
-    "ingest_mimic": [("wall s", ["wall_s"])],
+    "index": [("vectors", ["n"]), ("dim", ["dim"]), ("kind", ["kind"]), ("build s", ["build_s"]),
+              ("p50 latency ms", ["latency_ms", "p50"]), ("p99 latency ms", ["latency_ms", "p99"]),
+              ("recall@10", ["recall@10"])],
+    "explain": [("seed 0 text-map mass on the effusion's side, trained", ["runs", 0, "trained", "text", "side"]),
+                ("random weights", ["runs", 0, "random", "text", "side"])],
+    "ingest_mimic": [("images", ["images"]), ("ECGs", ["ecgs"]), ("60-day pairing wall s", ["pairs_only", "wall_s"])],
     "demo_quality": [("all thresholds met", ["all_pass"]), ("zero-shot X-ray (mean)", ["mean", "zeroshot/synthetic-xray/auroc"]),
                      ("zero-shot ECG (mean)", ["mean", "zeroshot/synthetic-ecg/auroc"]),
                      ("R@5 X-ray→report (mean)", ["mean", "retrieval/xray->xray_report/recall@5"]),
@@ -96,17 +100,20 @@ def fmt(v) -> str:
     return "–" if v is None else str(v)
 
 
-def reuse_one(name: str, out_dir: Path) -> dict:
-    """An earlier output of script ``name`` (``out_dir/<name>.json``), recorded as ``reused``."""
+def reuse_one(name: str, out_dir: Path, before: dict | None = None) -> dict:
+    """An earlier output of script ``name`` (``out_dir/<name>.json``), recorded as ``reused``; its wall
+    time is the one recorded when run_all ran it (``before``: that entry of the previous results.json)."""
     out = out_dir / f"{name}.json"
     if not out.is_file():
         raise SystemExit(f"--reuse {name}: {out} does not exist (run benchmarks/{name}.py first)")
     made = datetime.fromtimestamp(out.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     print(f"== {name}: reusing {out} (written {made})", flush=True)
-    return {"status": "reused", "returncode": 0, "wall_s": float(json.loads(out.read_text()).get("wall_s") or 0),
+    result = json.loads(out.read_text())
+    wall = (before or {}).get("wall_s") or result.get("wall_s") or 0
+    return {"status": "reused", "returncode": 0, "wall_s": float(wall),
             "command": [str(HERE / f"{name}.py"), "--out", str(out)], "written": made,
             "output": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
-            "result": json.loads(out.read_text())}  # fmt: skip
+            "result": result}  # fmt: skip
 
 
 def run_one(name: str, quick: bool, out_dir: Path, timeout: float) -> dict:
@@ -156,7 +163,8 @@ def markdown(res: dict) -> str:
         f"Created {res['created']} by `python benchmarks/run_all.py{' --quick' if res['quick'] else ''}` "
         f"on {res['machine']['cpu_count']} CPUs ({res['machine']['platform']}), mode: **{mode}**; load average "
         f"at start {res['machine']['load_start']}. Each script's full JSON is in `results.json` and "
-        "`benchmarks/out/`; how each figure is measured is in the script's docstring.",
+        "`benchmarks/out/`; how each figure is measured is in the script's docstring. `reused`: the script's "
+        "JSON from an earlier run (`--reuse`), its time in `results.json`.",
         "",
         "| benchmark | status | wall s | key figures |",
         "|---|---|---|---|",
@@ -201,14 +209,15 @@ def main(argv=None) -> int:
     reuse = {n.strip() for n in args.reuse.split(",") if n.strip()}
     if reuse - set(names):
         p.error(f"--reuse: unknown benchmark(s) {sorted(reuse - set(names))}; have {names}")
+    path = Path(args.results)
+    previous = json.loads(path.read_text()).get("benchmarks", {}) if path.is_file() else {}
     for name in names:
         if name in reuse:
-            res["benchmarks"][name] = reuse_one(name, out_dir)
+            res["benchmarks"][name] = reuse_one(name, out_dir, previous.get(name))
         else:
             res["benchmarks"][name] = run_one(name, args.quick, out_dir, args.timeout)
     res["total_wall_s"] = round(time.time() - t0, 1)
     res["machine"]["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(res, indent=1, default=str) + "\n")

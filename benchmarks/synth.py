@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         df = pd.read_parquet(path)
         size_mb = sum(f.stat().st_size for f in (Path(tmp) / "cohort").rglob("*") if f.is_file()) / 1e6
         stages = stage_costs(args.seed, args.profile, args.image_size, Path(tmp))
-    cpu_per_patient = (child_cpu + main_cpu) / args.n if args.workers > 1 else main_cpu / args.n
+    # CPU of the whole job: pool workers are started by a fork server, so they are not this process's
+    # children and RUSAGE_CHILDREN misses them; the in-process stage profile measures the same work
+    cpu_per_patient = (child_cpu + main_cpu) / args.n if args.workers <= 1 else stages["total"] / 1000
     main_labels = ["cardiomegaly", "pleural_effusion", "edema_any", "pneumothorax", "sinus_tachycardia",
                    "sinus_bradycardia", "atrial_fibrillation", "lvh", "st_elevation"]  # fmt: skip
     result = {

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     macro = float(np.mean(list(per_label.values())))
     result = {
         "benchmark": "text_ceiling", "task": args.task, "report": args.report, "text": "minilm (frozen) + linear head",
-        "partner": "linear map of the true labels", "steps": args.steps, "final_loss": float(loss),
+        "partner": "linear map of the true labels", "steps": args.steps, "final_loss": loss.item(),
         "n_test": int(test.sum()), "macro_auroc": macro, "auroc": per_label, "encode_s": round(encode_s, 1),
         "wall_s": round(time.time() - t0, 1), "manifest": str(manifest),
     }  # fmt: skip

@@ -86,10 +86,11 @@ class Manifest:
         if col not in self.df:
             return np.zeros(len(self.df), dtype=bool)
         values = self.df[col]
-        present = values.notna().to_numpy()
+        present = values.notna()
         if col in TEXT_COLUMNS:
-            present &= values.fillna("").astype(str).str.strip().ne("").to_numpy()
-        return present
+            present &= values.fillna("").astype(str).str.strip().ne("")
+        # a copy: pandas 3 (copy-on-write) hands out read-only views, and callers combine masks in place
+        return present.to_numpy(dtype=bool, copy=True)
 
     def xray_file(self, i: int) -> Path | None:
         """Absolute path of row ``i``'s image, or None when it has none."""

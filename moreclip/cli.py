@@ -70,6 +70,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    if verbose < 2:  # the root level is INFO: FAISS logs its SIMD probing (a page of failed imports) there
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

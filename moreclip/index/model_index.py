@@ -24,7 +24,6 @@ modality (the X-ray report for ``xray`` and ``xray_report``, the ECG report for 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from moreclip.errors import ConfigError
+from moreclip.eval.results import file_sha256
 from moreclip.index.backend import IndexParams, VectorIndexError
 from moreclip.index.vector_index import SearchResult, VectorIndex
 
@@ -57,15 +57,6 @@ def require_faiss() -> None:
         import faiss  # noqa: F401
     except ImportError:
         raise ConfigError("the vector index needs FAISS: pip install 'moreclip[index]'") from None
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_info(checkpoint: str | os.PathLike, model, data_cfg) -> dict:

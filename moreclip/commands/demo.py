@@ -13,15 +13,18 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo", help="output folder (default demo/)")
-    p.add_argument("--n", type=int, default=2500, help="patients in the synthetic cohort (default 2500)")
+    from moreclip.demo.pipeline import DemoSettings
+
+    d = DemoSettings()  # the API's defaults are the command's
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out}/)")
+    p.add_argument("--n", type=int, default=d.n, help=f"patients in the synthetic cohort (default {d.n})")
     p.add_argument(
         "--minutes",
         type=float,
-        default=5.0,
-        help="training budget on 2 CPU cores; sets the number of training steps (default 5)",
+        default=d.minutes,
+        help=f"training budget on 2 CPU cores; sets the number of training steps (default {d.minutes:g})",
     )
-    p.add_argument("--seed", type=int, default=0, help="cohort and training seed (default 0)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"cohort and training seed (default {d.seed})")
     p.add_argument("--config", default=None, help="training config (default: the packaged configs/demo.yaml)")
     p.add_argument(
         "--set",
@@ -32,7 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training config override, e.g. --set data.batch_size=16 (repeatable)",
     )
     p.add_argument(
-        "--patients", type=int, default=3, help="test patients explained in the report (default 3)"
+        "--patients",
+        type=int,
+        default=d.patients,
+        help=f"test patients explained in the report (default {d.patients})",
     )
     p.add_argument(
         "--workers", type=int, default=None, help="processes for cohort and cache (default: CPUs, max 8)"

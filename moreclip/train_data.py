@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from moreclip.data.batch import finalize_batch, worker_options
+from moreclip.data.batch import finalize_batch, loader_slots, worker_options
 
 ORDER, AUGMENT, MODEL = 1, 2, 3  # purposes mixed into derived seeds
 
@@ -100,12 +100,13 @@ class TrainStream:
     def __init__(self, dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=0, device=None):
         self.sampler = RankBatches(len(dataset), batch_size, rank, world_size, seed)
         self.device = device
+        self.slots = loader_slots(num_workers, batch_size, dataset)  # alive as long as the stream
         self.loader = torch.utils.data.DataLoader(
             SeededBatches(dataset, seed, rank),
             batch_size=None,  # keys are whole batches
             sampler=self.sampler,
             collate_fn=_as_is,
-            **worker_options(num_workers),
+            **worker_options(num_workers, self.slots),
         )
 
     @property

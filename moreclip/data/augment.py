@@ -86,17 +86,33 @@ def sample_brightness_contrast(
     }
 
 
+def brightness_contrast_coeffs(
+    params: dict[str, np.ndarray], mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(gain, bias)``, each ``(n,)``: brightness/contrast as ``x * gain + bias`` (before the clip to
+    [0, 1]) for images whose mean grey value on [0, 1] is ``mean``."""
+    c = np.asarray(params["contrast"], dtype=np.float32)
+    return c, np.asarray(mean, dtype=np.float32) * (1 - c) + np.asarray(
+        params["brightness"], dtype=np.float32
+    )
+
+
 def apply_brightness_contrast(x: torch.Tensor, params: dict[str, np.ndarray]) -> torch.Tensor:
-    """``(x - mean) * contrast + mean + brightness``, clipped to [0, 1], per image.
+    """``(x - mean) * contrast + mean + brightness``, clipped to [0, 1], per image (``mean``: the image's
+    mean, or ``params["mean"]`` when given).
 
     Args:
         x: ``(B, ...)`` float grey values in [0, 1], modified in place and returned.
     """
     shape = (len(x),) + (1,) * (x.dim() - 1)
-    mean = x.reshape(len(x), -1).mean(dim=1).view(shape)
-    c = torch.as_tensor(params["contrast"], device=x.device).view(shape)
-    b = torch.as_tensor(params["brightness"], device=x.device).view(shape)
-    return x.sub_(mean).mul_(c).add_(mean + b).clamp_(0.0, 1.0)
+    mean = params.get("mean")
+    if mean is None:
+        mean = x.reshape(len(x), -1).mean(dim=1).cpu().numpy()
+    gain, bias = brightness_contrast_coeffs(params, mean)
+    x.mul_(torch.from_numpy(gain).to(x.device).view(shape)).add_(
+        torch.from_numpy(bias).to(x.device).view(shape)
+    )
+    return x.clamp_(0.0, 1.0)
 
 
 def sample_ecg_jitter(
@@ -130,23 +146,44 @@ def noise_bank(device: torch.device | str = "cpu") -> torch.Tensor:
     return bank
 
 
+def ecg_jitter_coeffs(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample and lead ``(n, leads)``: the amplitude gain (0 on dropped leads) and the noise std (0 on
+    dropped leads), as drawn by :func:`sample_ecg_jitter`."""
+    keep = ~np.asarray(params["drop"], dtype=bool)
+    scale = np.asarray(params["scale"], dtype=np.float32)[:, None] * keep
+    return scale.astype(np.float32), (np.asarray(params["noise"], dtype=np.float32)[:, None] * keep).astype(
+        np.float32
+    )
+
+
+def add_ecg_noise(x: torch.Tensor, offsets: np.ndarray, std: torch.Tensor) -> torch.Tensor:
+    """``x += std * noise`` with noise from :func:`noise_bank` at ``offsets`` (one contiguous slice for the
+    whole batch when it fits the bank, else one per sample).
+
+    Args:
+        x: ``(B, L, T)``, modified in place and returned. std: broadcastable to ``(B, L, 1)``.
+    """
+    b, leads, t = x.shape
+    bank = noise_bank(x.device)
+    offsets = np.asarray(offsets)
+    if b * leads * t < bank.numel():
+        off = int(offsets[0]) % (bank.numel() - b * leads * t)
+        return x.addcmul_(bank[off : off + b * leads * t].view(b, leads, t), std)
+    std = std.expand(b, leads, 1)
+    for i, off in enumerate((offsets % (bank.numel() - leads * t)).tolist()):
+        x[i].addcmul_(bank[off : off + leads * t].view(leads, t), std[i])
+    return x
+
+
 def apply_ecg_jitter(x: torch.Tensor, params: dict[str, np.ndarray]) -> torch.Tensor:
     """Scale, add noise and drop leads as drawn by :func:`sample_ecg_jitter`.
 
     Args:
         x: ``(B, L, T)`` normalised ECGs, modified in place and returned.
     """
-    b, leads, t = x.shape
-    x.mul_(torch.as_tensor(params["scale"], device=x.device).view(b, 1, 1))
-    bank = noise_bank(x.device)
-    offsets = np.asarray(params["noise_offset"]) % (bank.numel() - leads * t)
-    for i, (off, std) in enumerate(zip(offsets.tolist(), np.asarray(params["noise"]).tolist())):
-        if std > 0:
-            x[i].add_(bank[off : off + leads * t].view(leads, t), alpha=std)
-    drop = torch.as_tensor(params["drop"], device=x.device)
-    if drop.any():
-        x[drop] = 0.0  # writes only the dropped leads
-    return x
+    gain, std = ecg_jitter_coeffs(params)
+    x.mul_(torch.from_numpy(gain).to(x.device)[..., None])
+    return add_ecg_noise(x, params["noise_offset"], torch.from_numpy(std).to(x.device)[..., None])
 
 
 def shuffle_sentences(text: str, rng: np.random.Generator, shuffle: float = 0.5, drop: float = 0.1) -> str:

@@ -1,13 +1,13 @@
 """Compact batches -> model-ready batches, and the DataLoader that ships compact batches from its workers.
 
-DataLoader workers return *compact* batches: numpy arrays with the X-rays as ``uint8 (B, 1, S, S)`` and
-the ECGs as ``float16 (B, 12, T)`` -- the cache's own dtypes, after the geometric augmentations -- plus
-the random parameters of the intensity augmentations. That is 2.5x fewer bytes to move between processes
-than float32 batches; moving bytes (page faults on fresh shared memory with torch tensors, or pipe
-copies with numpy arrays, which measured cheaper) rather than arithmetic is what limits a worker at
-these sizes. The float conversion, per-lead normalisation and intensity augmentations then run in
-:func:`finalize_batch` in the consuming process, on ``device`` when one is given (a GPU does them for
-free, after a smaller copy).
+DataLoader workers return *compact* batches: the X-rays as ``uint8 (B, 1, S, S)`` and the ECGs as
+``float16 (B, 12, T)`` -- the cache's own dtypes, after the geometric augmentations -- plus the random
+parameters of the intensity augmentations. That is 2.5x fewer bytes than float32 batches, and the
+arrays do not travel at all: workers write them into shared-memory slots that the consuming process
+allocated once (:mod:`moreclip.data.slots`); pickling them through the pipe cost more CPU than building
+them. The float conversion, per-lead normalisation and intensity augmentations then run in
+:func:`finalize_batch` in the consuming process (one copy and a few in-place passes), on ``device`` when
+one is given (a GPU does them for free, after a smaller copy).
 
     loader = make_dataloader(build_dataset(cfg.data, "train"), seed=cfg.train.seed, device="cuda")
     for epoch in range(epochs):
@@ -28,26 +28,41 @@ import torch
 
 from moreclip.config import MODALITIES
 from moreclip.data import augment as A
-from moreclip.data.preprocess import normalize_leads
+from moreclip.data import slots
+from moreclip.data.slots import BatchSlots
 from moreclip.errors import ConfigError
 from moreclip.workers import die_with, process_context
 
 
-def normalize_leads_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
-    """Per-lead normalisation of ``(..., 12, T)`` in place (:func:`moreclip.data.preprocess.normalize_leads`
-    on CPU tensors, the same formulas in torch elsewhere)."""
-    if mode == "none":
-        return x
-    if x.device.type == "cpu":
-        normalize_leads(x.numpy(), mode, eps)
-        return x
+def lead_affine_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-lead ``(gain, bias)``, each ``(..., 12, 1)``, such that ``x * gain + bias`` is ``x`` normalised as
+    :func:`moreclip.data.preprocess.normalize_leads` does (``zscore``, ``minmax`` or ``none``).
+
+    ``zscore`` centres ``x`` in place first (so its bias is 0). Built from ``mean``, ``vector_norm``,
+    ``amax`` and ``amin``: torch's ``var_mean``/``std`` and ``aminmax`` along the last axis are 30-50x
+    slower on CPU.
+    """
     if mode == "zscore":
         x.sub_(x.mean(dim=-1, keepdim=True))
-        return x.div_(x.square().mean(dim=-1, keepdim=True).sqrt_().add_(eps))
+        rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).mul_(x.shape[-1] ** -0.5)
+        return rms.add_(eps).reciprocal_(), torch.zeros_like(rms)
     if mode == "minmax":
         lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
-        return x.sub_(lo).mul_(2.0 / (hi - lo + eps)).sub_(1.0)
+        gain = hi.sub_(lo).add_(eps).reciprocal_().mul_(2.0)
+        return gain, lo.mul_(gain).neg_().sub_(1.0)
+    if mode == "none":
+        ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
+        return ones, torch.zeros_like(ones)
     raise ValueError(f"unknown ECG normalisation {mode!r} (expected zscore, minmax or none)")
+
+
+def normalize_leads_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
+    """Per-lead normalisation of ``(..., 12, T)`` in place (the torch twin of
+    :func:`moreclip.data.preprocess.normalize_leads`)."""
+    if mode == "none":
+        return x
+    gain, bias = lead_affine_(x, mode, eps)
+    return x.mul_(gain).add_(bias)
 
 
 def is_compact(batch: Any) -> bool:
@@ -58,6 +73,11 @@ def finalize_batch(
     batch: dict[str, Any], device: torch.device | str | None = None, non_blocking: bool = False
 ) -> dict[str, Any]:
     """A model-ready batch (see :mod:`moreclip.data.dataset`) from a compact one, computed on ``device``.
+
+    Each modality takes one copy into a new float32 tensor and a few in-place passes: the normalisation
+    and the intensity augmentations are per-image / per-lead affine maps, folded into one gain and one
+    bias (ECG noise is one more pass, the X-ray's clip to the [0, 1] grey range one more). A batch whose
+    arrays arrived in a shared slot (:mod:`moreclip.data.slots`) frees it here.
 
     Args:
         batch: a compact batch from :meth:`MoreDataset.compact_batch`; a finished batch is returned as is
@@ -79,21 +99,15 @@ def finalize_batch(
         return out
     norm, aug = batch["norm"], batch["aug"]
     mask = {m: move(batch["mask"][m]) for m in MODALITIES}
-
-    u8 = move(batch["xray_u8"])
-    if aug is None:  # (x / 255 - mean) / std in two passes
-        xray = torch.mul(u8, 1 / (255 * norm["xray_std"])).sub_(norm["xray_mean"] / norm["xray_std"])
-    else:
-        xray = A.apply_brightness_contrast(torch.mul(u8, 1 / 255), aug["xray"])
-        xray.sub_(norm["xray_mean"]).mul_(1 / norm["xray_std"])
-    if not mask["xray"].all():
-        xray[~mask["xray"]] = 0.0  # writes only the absent rows
-
-    ecg = normalize_leads_(move(batch["ecg_f16"]).float(), norm["ecg"])
-    if aug is not None:
-        A.apply_ecg_jitter(ecg, aug["ecg"])
-    if not mask["ecg"].all():
-        ecg[~mask["ecg"]] = 0.0
+    u8, f16 = slots.open_arrays(batch)
+    try:
+        xray = _finish_xray(move(u8), norm, None if aug is None else aug["xray"])
+        ecg = _finish_ecg(move(f16), norm["ecg"], None if aug is None else aug["ecg"])
+    finally:
+        slots.release(batch)
+    for x, present in ((xray, mask["xray"]), (ecg, mask["ecg"])):
+        if not present.all():  # zero only the absent rows (a boolean-mask write costs a pass over x)
+            x.index_fill_(0, (~present).nonzero().flatten(), 0.0)
     return {
         "index": move(batch["index"]),
         "sample_id": batch["sample_id"],
@@ -106,6 +120,44 @@ def finalize_batch(
     }
 
 
+def _per_item(values, x: torch.Tensor) -> torch.Tensor:
+    v = torch.as_tensor(np.asarray(values, dtype=np.float32), device=x.device)
+    return v.view(v.shape + (1,) * (x.dim() - v.dim()))
+
+
+def _finish_xray(u8: torch.Tensor, norm: dict, params: dict | None) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` after brightness/contrast (:func:`augment.apply_brightness_contrast`),
+    as ``clip(u8 * gain + bias)`` with the normalisation folded in."""
+    mean, std = norm["xray_mean"], norm["xray_std"]
+    x = torch.empty(u8.shape, dtype=torch.float32, device=u8.device).copy_(u8)
+    if params is None:
+        return x.mul_(1 / (255 * std)).sub_(mean / std)
+    level = params.get("mean")
+    if level is None:  # the mean grey value of each image, on [0, 1]
+        level = x.view(len(x), -1).mean(dim=1).div_(255).cpu().numpy()
+    gain, bias = A.brightness_contrast_coeffs(params, level)
+    x.mul_(_per_item(gain / (255 * std), x)).add_(_per_item((bias - mean) / std, x))
+    return x.clamp_(-mean / std, (1 - mean) / std)
+
+
+def _finish_ecg(f16: torch.Tensor, mode: str, params: dict | None) -> torch.Tensor:
+    """Per-lead normalisation, then amplitude scaling, lead dropout and noise
+    (:func:`augment.apply_ecg_jitter`), as one ``x * gain + bias`` pass and one noise pass."""
+    x = torch.empty(f16.shape, dtype=torch.float32, device=f16.device).copy_(f16)
+    gain, bias = lead_affine_(x, mode)
+    if params is not None:
+        scale, std = A.ecg_jitter_coeffs(params)
+        scale = _per_item(scale, x)
+        gain.mul_(scale)
+        bias.mul_(scale)
+    x.mul_(gain)
+    if mode == "minmax":  # the bias of zscore (x is centred) and none is 0
+        x.add_(bias)
+    if params is not None:
+        A.add_ecg_noise(x, params["noise_offset"], _per_item(std, x))
+    return x
+
+
 def _keep_compact(batch: Any) -> Any:
     """The workers' collate_fn: compact batches travel as they are; a list of items is stacked."""
     if isinstance(batch, dict):
@@ -115,26 +167,39 @@ def _keep_compact(batch: Any) -> Any:
     return collate(batch)
 
 
-def worker_options(workers: int) -> dict:
+PREFETCH = 4  # batches each worker builds ahead
+
+
+def worker_options(workers: int, slots: BatchSlots | None = None) -> dict:
     """DataLoader keyword arguments for ``workers`` worker processes (none for 0): persistent workers,
     started by the fork server (:func:`moreclip.workers.process_context`), set up by :func:`worker_init`
-    (exiting when this process is gone: a SIGKILLed run must not leave them behind, holding its stdout)."""
+    (exiting when this process is gone: a SIGKILLed run must not leave them behind, holding its stdout),
+    and writing their batches into ``slots`` when given (see :func:`loader_slots`)."""
     if workers <= 0:
         return {"num_workers": 0}
     return {
         "num_workers": workers,
-        "worker_init_fn": partial(worker_init, parent=os.getpid()),
+        "worker_init_fn": partial(worker_init, parent=os.getpid(), slots=slots),
         "persistent_workers": True,
         "multiprocessing_context": process_context(),
-        "prefetch_factor": 4,
+        "prefetch_factor": PREFETCH,
     }
 
 
-def worker_init(worker_id: int, parent: int | None = None) -> None:
-    """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs, and
-    (``parent`` given) exit when that process is gone (:func:`moreclip.workers.die_with`)."""
+def loader_slots(workers: int, batch_size: int, dataset) -> BatchSlots | None:
+    """Shared-memory slots (:mod:`moreclip.data.slots`) for the compact batches of ``dataset`` built by
+    ``workers`` workers of :func:`worker_options`; None without workers (or shared memory)."""
+    return slots.slots_for(workers, PREFETCH, batch_size, dataset, process_context())
+
+
+def worker_init(worker_id: int, parent: int | None = None, slots: BatchSlots | None = None) -> None:
+    """DataLoader worker set-up: one thread per library (workers are the parallelism), seeded RNGs,
+    (``parent`` given) exit when that process is gone (:func:`moreclip.workers.die_with`), and (``slots``
+    given) compact batches built in this worker's shared slots."""
     if parent is not None:
         die_with(parent)
+    if slots is not None:
+        slots.attach(worker_id)
     torch.set_num_threads(1)
     try:
         import cv2
@@ -155,8 +220,11 @@ class MoreLoader:
             ``batch_size`` are forwarded.
     """
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device=None, non_blocking: bool = False):
+    def __init__(
+        self, loader: torch.utils.data.DataLoader, device=None, non_blocking: bool = False, slots=None
+    ):
         self.loader, self.device, self.non_blocking = loader, device, non_blocking
+        self.slots = slots  # the workers' shared batch slots: alive as long as the loader
 
     def __iter__(self):
         for batch in self.loader:
@@ -217,6 +285,7 @@ def make_dataloader(
         raise ConfigError(f"{dataset!r} has no samples")
     if distributed is None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    shared = loader_slots(workers, batch_size, dataset)
     sampler = None
     if distributed:
         sampler = torch.utils.data.DistributedSampler(
@@ -231,6 +300,6 @@ def make_dataloader(
         drop_last=drop_last,
         pin_memory=bool(pin_memory),
         generator=torch.Generator().manual_seed(seed),
-        **worker_options(workers),
+        **worker_options(workers, shared),
     )
-    return MoreLoader(loader, device)
+    return MoreLoader(loader, device, slots=shared)

@@ -14,9 +14,10 @@ the reports as lists, ``xray`` ``(B, 1, S, S)``, ``ecg`` ``(B, 12, T)``, each ma
 ``labels`` ``(B, L)``.
 
 Speed: the DataLoader asks for whole batches (``__getitems__`` -> :meth:`MoreDataset.compact_batch`): one
-gather from each memory map into shared memory, geometric augmentation on the ``uint8``/``float16``
-arrays, and the random parameters of the rest; :func:`~moreclip.data.batch.finalize_batch` then converts,
-normalises and augments the batch in the consuming process or on the GPU. Use :func:`make_dataloader`
+gather from each memory map into a shared slot (:mod:`moreclip.data.slots`), geometric augmentation on
+the ``uint8``/``float16`` arrays, and the random parameters of the rest;
+:func:`~moreclip.data.batch.finalize_batch` then converts, normalises and augments the batch in the
+consuming process or on the GPU. Use :func:`make_dataloader`
 (or a DataLoader with ``collate_fn=collate``), not torch's default collate. The raw path decodes each
 record with the :mod:`moreclip.data.preprocess` functions ``prepare`` uses and rounds ECGs to float16
 like the cache, so both paths give identical tensors.
@@ -33,6 +34,7 @@ import torch
 
 from moreclip.config import MODALITIES, DataConfig
 from moreclip.data import augment as A
+from moreclip.data import slots
 from moreclip.data.batch import finalize_batch, make_dataloader
 from moreclip.data.cache import Cache, open_cache
 from moreclip.data.manifest import SPLITS, Manifest, read_manifest
@@ -177,8 +179,7 @@ class MoreDataset(torch.utils.data.Dataset):
         rows = self.rows[pos]
         n, cfg, aug = len(pos), self.cfg, self.cfg.aug
         mask = {m: self.present[m][pos].copy() for m in MODALITIES}
-        xray = np.empty((n, 1, self.image_size, self.image_size), np.uint8)
-        ecg = np.empty((n, 12, self.ecg_length), np.float16)
+        xray, ecg, slot = slots.batch_arrays(n, self.image_size, self.ecg_length)  # shared, in a worker
         if self.cache is not None:
             self._read_cache(rows, "xray", xray[:, 0])
             self._read_cache(rows, "ecg", ecg)
@@ -191,24 +192,29 @@ class MoreDataset(torch.utils.data.Dataset):
             A.xray_resized_crop(xray[:, 0], rng, aug.xray_crop, aug.xray_ratio)
             A.ecg_time_crop(torch.from_numpy(ecg), rng, aug.ecg_crop)
             params = {
-                "xray": A.sample_brightness_contrast(rng, n, aug.xray_brightness, aug.xray_contrast),
+                "xray": {
+                    **A.sample_brightness_contrast(rng, n, aug.xray_brightness, aug.xray_contrast),
+                    "mean": xray.reshape(n, -1).sum(axis=1, dtype=np.uint64) / np.float32(255 * xray[0].size),
+                },
                 "ecg": A.sample_ecg_jitter(rng, n, 12, aug.ecg_scale, aug.ecg_noise, aug.ecg_lead_dropout),
             }
             for m, texts in reports.items():
                 reports[m] = [A.shuffle_sentences(t, rng, aug.text_shuffle, aug.text_drop) for t in texts]
-        # numpy arrays travel from DataLoader workers by value through the pipe, which costs less CPU
-        # than torch's shared-memory tensors (fresh shared pages fault on both sides, every batch)
-        return {
-            "index": rows,
-            "sample_id": self.sample_ids[pos].tolist(),
-            "xray_u8": xray,
-            "ecg_f16": ecg,
-            **reports,
-            "mask": mask,
-            "labels": np.ascontiguousarray(self.labels[pos]),
-            "aug": params,
-            "norm": {"ecg": cfg.ecg_norm, "xray_mean": cfg.xray_mean, "xray_std": cfg.xray_std},
-        }
+        # from a worker, the arrays travel in their shared slot (moreclip.data.slots), or pickled
+        return slots.CompactBatch(
+            {
+                "index": rows,
+                "sample_id": self.sample_ids[pos].tolist(),
+                "xray_u8": xray,
+                "ecg_f16": ecg,
+                **reports,
+                "mask": mask,
+                "labels": np.ascontiguousarray(self.labels[pos]),
+                "aug": params,
+                "norm": {"ecg": cfg.ecg_norm, "xray_mean": cfg.xray_mean, "xray_std": cfg.xray_std},
+                "slot": slot,
+            }
+        )
 
     def get_batch(self, indices: Sequence[int], device: torch.device | str | None = None) -> dict[str, Any]:
         """The finished batch of dataset positions ``indices`` (see the module docstring)."""

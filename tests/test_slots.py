@@ -97,3 +97,18 @@ def test_compact_batches_pickle_without_their_slot_arrays(dataset):
     assert small["xray_u8"] is None and small["ecg_f16"] is None and small["labels"].shape[0] == 2
     with pytest.raises(RuntimeError, match="slots of this compact batch are gone"):
         finalize_batch(small)
+
+
+def test_too_little_shared_memory_means_pipes_and_a_warning(dataset, monkeypatch, caplog):
+    from moreclip.data import slots
+
+    monkeypatch.setattr(slots, "shm_room", lambda: 100_000)  # less than 6 slots of 4 samples (600 kB)
+    dataset.augment = False
+    try:
+        loader = make_dataloader(dataset, 4, shuffle=False, num_workers=1, drop_last=False)
+        assert loader.slots is None and "batches travel through pipes" in caplog.text
+        batches = list(loader.loader)
+        assert all(b["slot"] is None and b["xray_u8"] is not None for b in batches)
+        _same(finalize_batch(batches[0]), dataset.get_batch([0, 1, 2, 3]))
+    finally:
+        dataset.augment = True

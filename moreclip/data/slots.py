@@ -21,6 +21,7 @@ in workers that did not receive a :class:`BatchSlots` (a user's own DataLoader).
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 import weakref
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+SHM_DIR = "/dev/shm"
 #: the compact batch's arrays that travel in slots
 ARRAYS = ("xray_u8", "ecg_f16")
 _POOLS: weakref.WeakValueDictionary[str, BatchSlots] = weakref.WeakValueDictionary()
@@ -182,12 +184,34 @@ def slots_for(workers: int, prefetch_factor: int, batch_size: int, dataset, ctx)
         size, length = int(dataset.image_size), int(dataset.ecg_length)
     except AttributeError:
         return None
+    per_worker = prefetch_factor + 2
+    need = workers * per_worker * batch_size * (size * size + 24 * length)
+    room = shm_room()
+    if room is not None and need > room:
+        log.warning(
+            "%s has %.0f MB free, the batch slots of %d workers need %.0f MB: batches travel through pipes "
+            "(slower; fewer workers, a smaller batch or a larger %s would fix it)",
+            SHM_DIR, room / 2**20, workers, need / 2**20, SHM_DIR,
+        )  # fmt: skip
+        return None
     try:
-        return BatchSlots(workers, prefetch_factor + 2, batch_size, size, length, ctx)
-    except (OSError, RuntimeError) as e:  # e.g. a small /dev/shm in a container
-        mb = workers * (prefetch_factor + 2) * batch_size * (size * size + 24 * length) / 2**20
-        log.warning("no shared batch slots (%.0f MB): %s; batches travel through pipes (slower)", mb, e)
+        return BatchSlots(workers, per_worker, batch_size, size, length, ctx)
+    except (OSError, RuntimeError) as e:
+        log.warning(
+            "no shared batch slots (%.0f MB): %s; batches travel through pipes (slower)", need / 2**20, e
+        )
         return None
 
 
-__all__ = ["BatchSlots", "CompactBatch", "batch_arrays", "open_arrays", "release", "slots_for"]
+def shm_room() -> int | None:
+    """Free bytes in :data:`SHM_DIR` (where shared memory lives on Linux), None where unknown. Checked before
+    allocating: tmpfs pages are only backed when written, so a slot that does not fit would not fail at
+    allocation but kill the worker that writes it (SIGBUS)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+__all__ = ["BatchSlots", "CompactBatch", "batch_arrays", "open_arrays", "release", "shm_room", "slots_for"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -59,6 +60,46 @@ def lead_order(sig_name: list[str], path: str | os.PathLike | None = None) -> li
     return [keys.index(lead.lower()) for lead in CANONICAL_LEADS]
 
 
+def _check_header(
+    header, hea: Path, expected_fs, expected_seconds
+) -> tuple[list[int], float, int, list[str]]:
+    """``(lead order, fs, samples, signal files)`` of a parsed header (or record); raises on a bad rate or
+    length."""
+    order = lead_order(list(header.sig_name or []), hea)
+    fs = float(header.fs or 0)
+    if fs <= 0:
+        raise RecordError(hea, f"invalid sampling rate {header.fs!r}")
+    if expected_fs is not None and abs(fs - expected_fs) > 1e-6:
+        raise RecordError(hea, f"sampling rate {fs:g} Hz, expected {expected_fs:g} Hz")
+    n = int(header.sig_len or 0)
+    if expected_seconds is not None and n != round(fs * expected_seconds):
+        raise RecordError(
+            hea,
+            f"{n} samples at {fs:g} Hz is {n / fs:g} s, expected {expected_seconds:g} s "
+            f"({round(fs * expected_seconds)} samples)",
+        )
+    return order, fs, n, sorted({str(f) for f in (header.file_name or [])})
+
+
+def _diagnose(rec: str, hea: Path, error: Exception, expected_fs, expected_seconds) -> NoReturn:
+    """Raise the :class:`RecordError` that says why ``wfdb.rdrecord`` failed with ``error``: an unreadable
+    header, a bad rate or length, a missing signal file, else an unreadable or truncated one."""
+    import wfdb
+
+    try:
+        header = wfdb.rdheader(rec)
+    except Exception as e:  # wfdb raises bare ValueError/IndexError on malformed headers
+        raise RecordError(hea, f"unreadable WFDB header ({type(e).__name__}: {e})") from None
+    *_, files = _check_header(header, hea, expected_fs, expected_seconds)
+    for f in files:
+        if not (hea.parent / f).is_file():
+            raise RecordError(hea.parent / f, "signal file named by the header not found")
+    where = hea.parent / files[0] if files else hea
+    raise RecordError(
+        where, f"signal file unreadable or truncated ({type(error).__name__}: {error})"
+    ) from None
+
+
 def read_ecg(
     record: str | os.PathLike,
     *,
@@ -86,32 +127,13 @@ def read_ecg(
     hea = Path(rec + ".hea")
     if not hea.is_file():
         raise RecordError(hea, "WFDB header not found")
-    try:
-        header = wfdb.rdheader(rec)
-    except Exception as e:  # wfdb raises bare ValueError/IndexError on malformed headers
-        raise RecordError(hea, f"unreadable WFDB header ({type(e).__name__}: {e})") from None
-    order = lead_order(list(header.sig_name or []), hea)
-    fs = float(header.fs or 0)
-    if fs <= 0:
-        raise RecordError(hea, f"invalid sampling rate {header.fs!r}")
-    if expected_fs is not None and abs(fs - expected_fs) > 1e-6:
-        raise RecordError(hea, f"sampling rate {fs:g} Hz, expected {expected_fs:g} Hz")
-    n = int(header.sig_len or 0)
-    if expected_seconds is not None and n != round(fs * expected_seconds):
-        raise RecordError(
-            hea,
-            f"{n} samples at {fs:g} Hz is {n / fs:g} s, expected {expected_seconds:g} s "
-            f"({round(fs * expected_seconds)} samples)",
-        )
-    files = sorted({str(f) for f in (header.file_name or [])})
-    for f in files:
-        if not (hea.parent / f).is_file():
-            raise RecordError(hea.parent / f, "signal file named by the header not found")
+    # the header is parsed once on the happy path (wfdb's parser costs ~5 ms a record); only a record
+    # that does not read is taken apart again, to say what is wrong with it
     try:
         r = wfdb.rdrecord(rec, physical=True)
     except Exception as e:
-        where = hea.parent / files[0] if files else hea
-        raise RecordError(where, f"signal file unreadable or truncated ({type(e).__name__}: {e})") from None
+        _diagnose(rec, hea, e, expected_fs, expected_seconds)
+    order, fs, n, _ = _check_header(r, hea, expected_fs, expected_seconds)
     sig = r.p_signal
     if sig is None or sig.ndim != 2 or sig.shape[0] != n:
         raise RecordError(

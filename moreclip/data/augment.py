@@ -151,9 +151,8 @@ def ecg_jitter_coeffs(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nda
     dropped leads), as drawn by :func:`sample_ecg_jitter`."""
     keep = ~np.asarray(params["drop"], dtype=bool)
     scale = np.asarray(params["scale"], dtype=np.float32)[:, None] * keep
-    return scale.astype(np.float32), (np.asarray(params["noise"], dtype=np.float32)[:, None] * keep).astype(
-        np.float32
-    )
+    std = np.asarray(params["noise"], dtype=np.float32)[:, None] * keep
+    return scale.astype(np.float32), std.astype(np.float32)
 
 
 def add_ecg_noise(x: torch.Tensor, offsets: np.ndarray, std: torch.Tensor) -> torch.Tensor:

@@ -34,35 +34,25 @@ from moreclip.errors import ConfigError
 from moreclip.workers import die_with, process_context
 
 
-def lead_affine_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def lead_affine_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-lead ``(gain, bias)``, each ``(..., 12, 1)``, such that ``x * gain + bias`` is ``x`` normalised as
-    :func:`moreclip.data.preprocess.normalize_leads` does (``zscore``, ``minmax`` or ``none``).
+    :func:`moreclip.data.preprocess.normalize_leads` does (``zscore``, ``minmax`` or ``none``); ``bias`` is
+    None where it is 0.
 
-    ``zscore`` centres ``x`` in place first (so its bias is 0). Built from ``mean``, ``vector_norm``,
-    ``amax`` and ``amin``: torch's ``var_mean``/``std`` and ``aminmax`` along the last axis are 30-50x
-    slower on CPU.
+    ``zscore`` centres ``x`` in place first. Built from ``mean``, ``vector_norm``, ``amax`` and ``amin``:
+    torch's ``var_mean``/``std`` and ``aminmax`` along the last axis are 30-50x slower on CPU.
     """
     if mode == "zscore":
         x.sub_(x.mean(dim=-1, keepdim=True))
         rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).mul_(x.shape[-1] ** -0.5)
-        return rms.add_(eps).reciprocal_(), torch.zeros_like(rms)
+        return rms.add_(eps).reciprocal_(), None
     if mode == "minmax":
         lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
         gain = hi.sub_(lo).add_(eps).reciprocal_().mul_(2.0)
         return gain, lo.mul_(gain).neg_().sub_(1.0)
     if mode == "none":
-        ones = torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
-        return ones, torch.zeros_like(ones)
+        return torch.ones(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device), None
     raise ValueError(f"unknown ECG normalisation {mode!r} (expected zscore, minmax or none)")
-
-
-def normalize_leads_(x: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
-    """Per-lead normalisation of ``(..., 12, T)`` in place (the torch twin of
-    :func:`moreclip.data.preprocess.normalize_leads`)."""
-    if mode == "none":
-        return x
-    gain, bias = lead_affine_(x, mode, eps)
-    return x.mul_(gain).add_(bias)
 
 
 def is_compact(batch: Any) -> bool:
@@ -149,9 +139,10 @@ def _finish_ecg(f16: torch.Tensor, mode: str, params: dict | None) -> torch.Tens
         scale, std = A.ecg_jitter_coeffs(params)
         scale = _per_item(scale, x)
         gain.mul_(scale)
-        bias.mul_(scale)
+        if bias is not None:
+            bias.mul_(scale)
     x.mul_(gain)
-    if mode == "minmax":  # the bias of zscore (x is centred) and none is 0
+    if bias is not None:
         x.add_(bias)
     if params is not None:
         A.add_ecg_noise(x, params["noise_offset"], _per_item(std, x))

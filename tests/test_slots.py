@@ -14,6 +14,7 @@ from moreclip.data.cache import open_cache
 from moreclip.data.dataset import MoreDataset
 from moreclip.data.prepare import prepare_cache
 from moreclip.data.preprocess import PreprocessOptions
+from moreclip.data.slots import SlotLease
 from moreclip.train_data import TrainStream
 from tests.test_dataset import N, _cohort
 
@@ -79,6 +80,21 @@ def test_a_consumer_that_holds_unfinished_batches_gets_them_through_the_pipe(dat
         dataset.augment = True
 
 
+def test_batches_left_unfinished_by_an_epoch_cut_short_free_their_slots(dataset):
+    dataset.augment = False
+    try:
+        loader = make_dataloader(dataset, 1, shuffle=False, num_workers=1, drop_last=False)
+        for _ in range(4):  # each early exit leaves the prefetched batches unfinished, then discarded
+            for i, _ in enumerate(loader):
+                if i == 1:
+                    break
+        for i, b in enumerate(loader.loader):  # a whole epoch: every batch still gets a slot
+            assert b["slot"] is not None, i
+            _same(finalize_batch(b), dataset.get_batch([i]))
+    finally:
+        dataset.augment = True
+
+
 def test_a_batch_from_a_slot_is_finished_once(dataset):
     loader = make_dataloader(dataset, 2, shuffle=False, num_workers=1)
     compact = next(iter(loader.loader))
@@ -92,7 +108,7 @@ def test_compact_batches_pickle_without_their_slot_arrays(dataset):
     compact = dataset.compact_batch([0, 1])
     assert compact["slot"] is None  # built in this process: ordinary arrays, pickled by value
     assert pickle.loads(pickle.dumps(compact))["xray_u8"].shape == (2, 1, 32, 32)
-    compact["slot"] = ("gone", 0, 0, 2)
+    compact["slot"] = SlotLease("gone", 0, 0, 2)  # as a worker makes it
     small = pickle.loads(pickle.dumps(compact))
     assert small["xray_u8"] is None and small["ecg_f16"] is None and small["labels"].shape[0] == 2
     with pytest.raises(RuntimeError, match="slots of this compact batch are gone"):

@@ -10,7 +10,8 @@ process allocates, once, a few shared buffers ("slots") per worker before the wo
 - a worker takes a free slot (a non-blocking semaphore), writes the batch's arrays straight into it and
   ships only the slot number (:class:`CompactBatch` leaves the arrays out of its pickle);
 - the consumer reads the arrays in place while it finishes the batch
-  (:func:`moreclip.data.batch.finalize_batch`, which copies them into new tensors) and frees the slot.
+  (:func:`moreclip.data.batch.finalize_batch`, which copies them into new tensors) and frees the slot;
+  a batch dropped unfinished (an epoch left early) frees it when garbage-collected (:class:`SlotLease`).
 
 With ``prefetch_factor + 2`` slots per worker a worker never waits for one; when none is free (a consumer
 that holds on to unfinished batches) the batch is built in ordinary memory and pickled as before, so the
@@ -20,6 +21,7 @@ in workers that did not receive a :class:`BatchSlots` (a user's own DataLoader).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -47,6 +49,33 @@ class CompactBatch(dict):
         if state.get("slot") is not None:
             state.update(dict.fromkeys(ARRAYS))
         return CompactBatch, (state,)
+
+
+class SlotLease:
+    """A compact batch's claim on its slot (``batch["slot"]``), freed exactly once in the consuming process:
+    by :func:`release` (from :func:`~moreclip.data.batch.finalize_batch`) or, for a batch dropped unfinished
+    (an epoch left early: torch discards the batches in flight), when its last reference goes. Shallow
+    copies of the batch (torch's pin-memory thread makes one) share the lease, so none frees it early.
+    The lease a worker creates owns nothing; its pickled copy in the consuming process owns the slot."""
+
+    __slots__ = ("pool_id", "worker", "slot", "n", "owned")
+
+    def __init__(self, pool_id: str, worker: int, slot: int, n: int, owned: bool = False):
+        self.pool_id, self.worker, self.slot, self.n, self.owned = pool_id, worker, slot, n, owned
+
+    def __reduce__(self):
+        return SlotLease, (self.pool_id, self.worker, self.slot, self.n, True)
+
+    def release(self) -> None:
+        if self.owned:
+            self.owned = False
+            pool = _POOLS.get(self.pool_id)
+            if pool is not None:
+                pool.release(self.worker, self.slot)
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.release()
 
 
 class BatchSlots:
@@ -77,15 +106,6 @@ class BatchSlots:
         self._next = 0
         _POOLS[self.id] = self
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_views"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        _POOLS.setdefault(self.id, self)
-
     @property
     def workers(self) -> int:
         return len(self.buffers)
@@ -105,8 +125,10 @@ class BatchSlots:
         ecg = base[self.xray_bytes : self.xray_bytes + n * 12 * t * 2].view(np.float16).reshape(n, 12, t)
         return xray, ecg
 
-    def take(self, n: int, image_size: int, ecg_length: int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
-        """In a worker: a free slot's arrays for a batch of ``n`` and its token, or None (none free, or a
+    def take(
+        self, n: int, image_size: int, ecg_length: int
+    ) -> tuple[np.ndarray, np.ndarray, SlotLease] | None:
+        """In a worker: a free slot's arrays for a batch of ``n`` and its lease, or None (none free, or a
         batch these slots were not sized for)."""
         if _ACTIVE is None or _ACTIVE[0] is not self:
             return None
@@ -117,7 +139,7 @@ class BatchSlots:
             slot = (self._next + k) % self.per_worker
             if self.free[worker][slot].acquire(block=False):
                 self._next = slot + 1
-                return (*self.arrays(worker, slot, n), (self.id, worker, slot, n))
+                return (*self.arrays(worker, slot, n), SlotLease(self.id, worker, slot, n))
         log.debug("worker %d: no free batch slot; this batch travels through the pipe", worker)
         return None
 
@@ -134,9 +156,9 @@ def _shared_bytes(n: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(new_shared(n))
 
 
-def batch_arrays(n: int, image_size: int, ecg_length: int) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+def batch_arrays(n: int, image_size: int, ecg_length: int) -> tuple[np.ndarray, np.ndarray, SlotLease | None]:
     """Output arrays for a compact batch of ``n``: a slot's (in a worker with slots and one free) with its
-    token, else new arrays and None."""
+    lease, else new arrays and None."""
     if _ACTIVE is not None:
         got = _ACTIVE[0].take(n, image_size, ecg_length)
         if got is not None:
@@ -153,26 +175,22 @@ def open_arrays(batch: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         RuntimeError: the batch's slot was already released (a batch from slots is finished once), or
             its :class:`BatchSlots` no longer exists.
     """
-    token = batch.get("slot")
-    if token is None or batch.get("xray_u8") is not None:
+    lease = batch.get("slot")
+    if lease is None or batch.get("xray_u8") is not None:
         return batch["xray_u8"], batch["ecg_f16"]
-    if token == "released":
+    if not lease.owned:
         raise RuntimeError("this compact batch was already finished; its shared slot has been reused")
-    pool = _POOLS.get(token[0])
+    pool = _POOLS.get(lease.pool_id)
     if pool is None:
         raise RuntimeError("the batch slots of this compact batch are gone (its DataLoader was deleted)")
-    return pool.arrays(token[1], token[2], token[3])
+    return pool.arrays(lease.worker, lease.slot, lease.n)
 
 
 def release(batch: dict[str, Any]) -> None:
     """Free the slot of a compact batch once its arrays have been copied (a no-op without a slot)."""
-    token = batch.get("slot")
-    if token is None or token == "released" or batch.get("xray_u8") is not None:
-        return
-    batch["slot"] = "released"
-    pool = _POOLS.get(token[0])
-    if pool is not None:
-        pool.release(token[1], token[2])
+    lease = batch.get("slot")
+    if lease is not None and batch.get("xray_u8") is None:
+        lease.release()
 
 
 def slots_for(workers: int, prefetch_factor: int, batch_size: int, dataset, ctx) -> BatchSlots | None:
@@ -214,4 +232,13 @@ def shm_room() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-__all__ = ["BatchSlots", "CompactBatch", "batch_arrays", "open_arrays", "release", "shm_room", "slots_for"]
+__all__ = [
+    "BatchSlots",
+    "CompactBatch",
+    "SlotLease",
+    "batch_arrays",
+    "open_arrays",
+    "release",
+    "shm_room",
+    "slots_for",
+]

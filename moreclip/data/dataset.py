@@ -17,10 +17,10 @@ Speed: the DataLoader asks for whole batches (``__getitems__`` -> :meth:`MoreDat
 gather from each memory map into a shared slot (:mod:`moreclip.data.slots`), geometric augmentation on
 the ``uint8``/``float16`` arrays, and the random parameters of the rest;
 :func:`~moreclip.data.batch.finalize_batch` then converts, normalises and augments the batch in the
-consuming process or on the GPU. Use :func:`make_dataloader`
-(or a DataLoader with ``collate_fn=collate``), not torch's default collate. The raw path decodes each
-record with the :mod:`moreclip.data.preprocess` functions ``prepare`` uses and rounds ECGs to float16
-like the cache, so both paths give identical tensors.
+consuming process or on the GPU. Use :func:`make_dataloader` (or a DataLoader with
+``collate_fn=collate``), not torch's default collate. The raw path decodes each record with the
+:mod:`moreclip.data.preprocess` functions ``prepare`` uses and rounds ECGs to float16 like the cache, so
+both paths give identical tensors.
 """
 
 from __future__ import annotations

@@ -106,10 +106,6 @@ class BatchSlots:
         self._next = 0
         _POOLS[self.id] = self
 
-    @property
-    def workers(self) -> int:
-        return len(self.buffers)
-
     def attach(self, worker_id: int) -> None:
         """In DataLoader worker ``worker_id``: build this worker's compact batches in its slots."""
         global _ACTIVE
